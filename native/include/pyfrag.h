@@ -1,0 +1,191 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/*
+ * pyfrag public C API.
+ *
+ * A pf_cache_t is one page_frag cache: fragments of 1..32768 bytes are
+ * bump-allocated out of a 32 KiB "frag page" (4 KiB when no 32 KiB block can
+ * be had). A cache is used by one thread at a time; any thread may free any
+ * fragment. Programs that do not manage caches use pf_alloc()/pf_free(),
+ * which go through the calling thread's own default cache.
+ *
+ * Every failure returns NULL (or -1) and sets errno; pf_last_error_message()
+ * gives a sentence saying which rule was broken. Nothing here aborts.
+ */
+#ifndef PYFRAG_H
+#define PYFRAG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define PF_VERSION_STRING "0.1.0"
+#define PF_ABI_VERSION 1
+
+#define PF_PAGE_SIZE 4096u
+#define PF_FRAG_PAGE_SIZE 32768u          /* order-3 frag page: largest fragment */
+#define PF_CHUNK_SIZE (2u * 1024u * 1024u) /* one hugepage */
+
+#ifdef __GNUC__
+#define PF_API __attribute__((visibility("default")))
+#else
+#define PF_API
+#endif
+
+typedef struct pf_cache pf_cache_t;
+
+/* ---- library ---------------------------------------------------------- */
+
+PF_API const char *pf_version(void);
+PF_API int pf_abi_version(void);
+/* Optional: reserve the arena now. -1/ENOMEM if the VA reservation fails. */
+PF_API int pf_init(void);
+/* Address range of the arena (everything pyfrag hands out lies inside). */
+PF_API int pf_arena_range(uintptr_t *base, size_t *size);
+
+/* ---- caches ----------------------------------------------------------- */
+
+/* An empty cache owned by the calling thread. NULL/ENOMEM. */
+PF_API pf_cache_t *pf_cache_create(void);
+/* Drain and forget the cache. Outstanding fragments stay valid. */
+PF_API void pf_cache_destroy(pf_cache_t *cache);
+
+/*
+ * A fragment of fragsz bytes aligned to align (a power of two, at most
+ * PF_FRAG_PAGE_SIZE). NULL with errno: EINVAL for fragsz == 0, a bad align or
+ * a NULL cache; E2BIG for fragsz > PF_FRAG_PAGE_SIZE; ENOMEM when no page can
+ * be had (limit reached, OS refused).
+ */
+PF_API void *pf_cache_alloc(pf_cache_t *cache, size_t fragsz);
+PF_API void *pf_cache_alloc_align(pf_cache_t *cache, size_t fragsz, size_t align);
+
+/*
+ * Free a fragment that came from this cache, giving its size. On the cache's
+ * owner thread, while the cache still holds the fragment's page, this costs
+ * no atomic operation, and freeing the newest fragment makes its bytes
+ * available again. From any other thread it is pf_free().
+ */
+PF_API int pf_cache_free(pf_cache_t *cache, void *frag, size_t fragsz);
+
+/* Give the current frag page back (its fragments keep it alive). */
+PF_API void pf_cache_drain(pf_cache_t *cache);
+
+/* ---- the calling thread's default cache ------------------------------- */
+
+PF_API void *pf_alloc(size_t fragsz);
+PF_API void *pf_alloc_align(size_t fragsz, size_t align);
+/* The calling thread's default cache (made on first use), for queries. */
+PF_API pf_cache_t *pf_thread_cache(void);
+/* Drain the default cache and return the thread's page lists. Runs by itself at thread exit. */
+PF_API void pf_thread_flush(void);
+
+/* ---- freeing ---------------------------------------------------------- */
+
+/*
+ * Free the fragment containing addr (any byte of it), from any thread.
+ * -1/EINVAL if addr is not inside a page pyfrag has handed out; nothing is
+ * changed then.
+ */
+PF_API int pf_free(void *addr);
+
+/* ---- memory ----------------------------------------------------------- */
+
+/* Flush the caller's page lists; return empty chunks beyond PYFRAG_RETAIN to the OS. Returns chunks released. */
+PF_API size_t pf_trim(void);
+
+/* ---- options (see native/src/options.c for the table) ------------------ */
+
+/* Set an option by its environment name ("PYFRAG_LIMIT", "64M"). -1/EINVAL
+ * for an unknown name or a bad value; -1/EBUSY for one fixed at init. */
+PF_API int pf_option_set(const char *name, const char *value);
+/* Current value (hugepage modes: 0 auto, 1 hugetlb, 2 thp, 3 off). -1/EINVAL if unknown. */
+PF_API long long pf_option_get(const char *name);
+/* The table, for tools: NULL past the last row. */
+PF_API const char *pf_option_name(size_t index);
+PF_API const char *pf_option_default(size_t index);
+PF_API const char *pf_option_doc(size_t index);
+
+/* ---- statistics ------------------------------------------------------- */
+
+#define PF_STATS_VERSION 1
+
+/* X(name, doc): one row per counter; the struct, its names and docs all come from here. */
+#define PF_STATS_FIELDS(X)                                                              \
+	X(allocs, "fragments handed out")                                               \
+	X(frees, "fragments freed, from any thread")                                    \
+	X(bias_frees, "frees absorbed by the owning cache's bias (no atomic operation)") \
+	X(refills, "frag pages taken from the page allocator")                          \
+	X(recycles, "frag pages reused in place because every fragment was back")       \
+	X(abandons, "frag pages left to their outstanding fragments")                   \
+	X(order0_fallbacks, "refills that fell back to a 4 KiB page")                   \
+	X(reserve_pages, "refills served from the emergency reserve")                   \
+	X(reserve_returns, "reserve pages given back to the reserve")                   \
+	X(drains, "cache drains")                                                       \
+	X(invalid_frees, "frees of addresses not in a page pyfrag handed out")          \
+	X(alloc_failures, "allocations refused for lack of memory")                     \
+	X(chunks_hugetlb, "committed chunks backed by hugetlb 2 MiB pages")             \
+	X(chunks_thp, "committed chunks advised for transparent hugepages")             \
+	X(chunks_4k, "committed chunks on 4 KiB pages")                                 \
+	X(chunks_empty, "committed chunks with no page in use")                         \
+	X(chunk_commits, "chunks committed since start")                                \
+	X(chunk_releases, "chunks returned to the OS since start")                      \
+	X(commit_failures, "chunk commits refused by the limit or the OS")              \
+	X(committed_bytes, "bytes committed in chunks now")                             \
+	X(peak_committed_bytes, "highest committed_bytes so far")                       \
+	X(pages_in_use, "4 KiB pages handed out by the page allocator now")             \
+	X(pages_cached, "4 KiB pages held in per-thread page lists now")                \
+	X(reserve_free_pages, "emergency reserve pages available now")                  \
+	X(caches, "live caches, explicit and per-thread")                               \
+	X(threads, "threads with pyfrag state now")
+
+typedef struct pf_stats {
+	uint32_t size;    /* sizeof(pf_stats_t) in the library */
+	uint32_t version; /* PF_STATS_VERSION */
+#define PF_STATS_MEMBER_(name, doc) uint64_t name;
+	PF_STATS_FIELDS(PF_STATS_MEMBER_)
+#undef PF_STATS_MEMBER_
+} pf_stats_t;
+
+/* Snapshot into out, writing at most out_size bytes. -1/EINVAL if out is NULL or too small for size+version. */
+PF_API int pf_stats_get(pf_stats_t *out, size_t out_size);
+PF_API size_t pf_stats_field_count(void);
+PF_API const char *pf_stats_field_name(size_t index);
+PF_API const char *pf_stats_field_doc(size_t index);
+
+/* ---- debug queries (tests, tools) -------------------------------------- */
+
+#define PF_PAGE_IN_USE 1u  /* handed out by the page allocator */
+#define PF_PAGE_RESERVE 2u /* an emergency-reserve page (the kernel's pfmemalloc) */
+
+typedef struct pf_page_info {
+	uintptr_t head;   /* first byte of the block holding addr */
+	uint32_t size;    /* bytes in that block */
+	uint32_t order;   /* log2 of its 4 KiB pages */
+	int32_t refcount; /* references held: cache bias + outstanding fragments */
+	uint32_t flags;   /* PF_PAGE_* */
+} pf_page_info_t;
+
+typedef struct pf_cache_info {
+	uintptr_t page;      /* current frag page, 0 if none */
+	uint32_t page_size;  /* its size in bytes */
+	uint32_t offset;     /* bytes used (the offset counts up) */
+	uint32_t bias;       /* page references the cache still owns */
+	uint32_t pfmemalloc; /* 1 if the page came from the reserve */
+} pf_cache_info_t;
+
+/* -1/EINVAL if addr is outside the arena or its chunk is not committed. */
+PF_API int pf_page_query(const void *addr, pf_page_info_t *out);
+PF_API int pf_cache_query(const pf_cache_t *cache, pf_cache_info_t *out);
+
+/* ---- errors ----------------------------------------------------------- */
+
+/* errno and a sentence for the calling thread's last failed pyfrag call. */
+PF_API int pf_last_error(void);
+PF_API const char *pf_last_error_message(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* PYFRAG_H */

@@ -1,0 +1,285 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/*
+ * The public C API (pyfrag.h): argument checks, lazy initialisation, error
+ * reporting, and the glue from public calls to the layers below. The hot
+ * entry points (alloc, free) stay a check and a call into the inline fast
+ * paths of page_frag.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <string.h>
+
+_Atomic int pf__ready; /* 0 not yet, 1 up, -1 failed */
+static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
+static int init_errno;
+
+static PF_TLS const char *last_message;
+static PF_TLS int last_errno;
+
+static struct pf_pool cache_pool = { .object_size = sizeof(struct pf_cache) };
+
+void *pf__fail(int err, const char *message)
+{
+	last_errno = err;
+	last_message = message;
+	errno = err;
+	return NULL;
+}
+
+int pf_last_error(void)
+{
+	return last_errno;
+}
+
+const char *pf_last_error_message(void)
+{
+	return last_message ? last_message : "no error";
+}
+
+/* ---- initialisation ------------------------------------------------------- */
+
+static int init_layers(void)
+{
+	pf__options_load();
+	if (pf__arena_init((size_t)PF_OPT(arena)) != 0)
+		return -1;
+	if (pf__page_alloc_init() != 0)
+		return -1;
+	return pf__thread_init();
+}
+
+int pf__ensure_init(void)
+{
+	pthread_mutex_lock(&init_lock);
+	if (atomic_load(&pf__ready) == 0) {
+		int ok = init_layers() == 0;
+		init_errno = ok ? 0 : errno;
+		atomic_store_explicit(&pf__ready, ok ? 1 : -1, memory_order_release);
+	}
+	pthread_mutex_unlock(&init_lock);
+	if (atomic_load(&pf__ready) == 1)
+		return 0;
+	pf__fail(init_errno ? init_errno : ENOMEM,
+		 "could not reserve the arena's address space (see PYFRAG_ARENA)");
+	return -1;
+}
+
+int pf_init(void)
+{
+	return pf__init_ok() ? 0 : -1;
+}
+
+const char *pf_version(void)
+{
+	return PF_VERSION_STRING;
+}
+
+int pf_abi_version(void)
+{
+	return PF_ABI_VERSION;
+}
+
+int pf_arena_range(uintptr_t *base, size_t *size)
+{
+	if (!base || !size) {
+		pf__fail(EINVAL, "base and size must not be NULL");
+		return -1;
+	}
+	if (!pf__init_ok())
+		return -1;
+	*base = pf__arena.base;
+	*size = pf__arena.size;
+	return 0;
+}
+
+/* ---- caches ------------------------------------------------------------------ */
+
+pf_cache_t *pf_cache_create(void)
+{
+	if (!pf__init_ok())
+		return NULL;
+	pthread_mutex_lock(&pf__meta_lock);
+	struct pf_cache *cache = pf__pool_get(&cache_pool);
+	if (cache) {
+		pf__frag_cache_init(cache);
+		pf__cache_register(cache);
+	}
+	pthread_mutex_unlock(&pf__meta_lock);
+	return cache ? cache : pf__fail(ENOMEM, "no memory for a cache");
+}
+
+void pf_cache_destroy(pf_cache_t *cache)
+{
+	if (!cache)
+		return;
+	pf__frag_drain(cache);
+	pthread_mutex_lock(&pf__meta_lock);
+	pf__cache_unregister(cache);
+	pf__pool_put(&cache_pool, cache);
+	pthread_mutex_unlock(&pf__meta_lock);
+}
+
+void *pf_cache_alloc(pf_cache_t *cache, size_t fragsz)
+{
+	if (PF_UNLIKELY(!cache))
+		return pf__fail(EINVAL, "cache is NULL");
+	return pf__frag_alloc(cache, fragsz, 1);
+}
+
+void *pf_cache_alloc_align(pf_cache_t *cache, size_t fragsz, size_t align)
+{
+	if (PF_UNLIKELY(!cache))
+		return pf__fail(EINVAL, "cache is NULL");
+	return pf__frag_alloc(cache, fragsz, align);
+}
+
+void pf_cache_drain(pf_cache_t *cache)
+{
+	if (cache)
+		pf__frag_drain(cache);
+}
+
+/* ---- default cache ------------------------------------------------------------- */
+
+void *pf_alloc(size_t fragsz)
+{
+	struct pf_thread *t = pf__thread();
+	return PF_LIKELY(t != NULL) ? pf__frag_alloc(&t->cache, fragsz, 1) : NULL;
+}
+
+void *pf_alloc_align(size_t fragsz, size_t align)
+{
+	struct pf_thread *t = pf__thread();
+	return PF_LIKELY(t != NULL) ? pf__frag_alloc(&t->cache, fragsz, align) : NULL;
+}
+
+pf_cache_t *pf_thread_cache(void)
+{
+	struct pf_thread *t = pf__thread();
+	return t ? &t->cache : NULL;
+}
+
+void pf_thread_flush(void)
+{
+	struct pf_thread *t = pf__self;
+	if (!t)
+		return;
+	pf__frag_drain(&t->cache);
+	pf__pcp_flush(&t->pcp);
+}
+
+/* ---- freeing --------------------------------------------------------------------- */
+
+static int invalid_free(void)
+{
+	pf__count(PF_CTR_INVALID_FREES, 1);
+	pf__fail(EINVAL, "address is not inside a fragment pyfrag handed out");
+	return -1;
+}
+
+/* Count a free on the calling thread (or globally if it has no state). */
+static void count_free(struct pf_thread *t)
+{
+	if (PF_LIKELY(t != NULL))
+		pf__local_inc(&t->frees);
+	else
+		pf__count(PF_CTR_RETIRED_FREES, 1);
+}
+
+static int free_page_ref(struct pf_thread *t, struct pf_page *head)
+{
+	if (pf__frag_put(head) != 0)
+		return -1;
+	count_free(t);
+	return 0;
+}
+
+int pf_free(void *addr)
+{
+	if (!addr)
+		return 0;
+	struct pf_page *head = pf__head_page(addr);
+	if (PF_UNLIKELY(!head))
+		return invalid_free();
+	/* state for the page lists the freed page may land on */
+	struct pf_thread *t = pf__thread();
+	if (t && pf__frag_free_local(&t->cache, head, addr, 0)) {
+		count_free(t);
+		return 0;
+	}
+	return free_page_ref(t, head);
+}
+
+int pf_cache_free(pf_cache_t *cache, void *frag, size_t fragsz)
+{
+	if (!cache) {
+		pf__fail(EINVAL, "cache is NULL");
+		return -1;
+	}
+	if (!frag)
+		return 0;
+	struct pf_page *head = pf__head_page(frag);
+	if (PF_UNLIKELY(!head))
+		return invalid_free();
+	struct pf_thread *t = pf__thread();
+	if (pthread_equal(cache->owner, pthread_self()) &&
+	    pf__frag_free_local(cache, head, frag, fragsz)) {
+		count_free(t);
+		return 0;
+	}
+	return free_page_ref(t, head);
+}
+
+size_t pf_trim(void)
+{
+	if (atomic_load(&pf__ready) != 1)
+		return 0;
+	struct pf_thread *t = pf__self;
+	if (t)
+		pf__pcp_flush(&t->pcp);
+	return pf__release_empty_chunks();
+}
+
+/* ---- debug queries ------------------------------------------------------------------ */
+
+int pf_page_query(const void *addr, pf_page_info_t *out)
+{
+	if (!out || atomic_load(&pf__ready) != 1 || !pf__in_arena(addr)) {
+		pf__fail(EINVAL, "address is not inside pyfrag's arena");
+		return -1;
+	}
+	uint32_t index = pf__page_index(addr);
+	if (pf__arena.chunk_backing[index / PF_CHUNK_PAGES] == PF_BACKING_NONE) {
+		pf__fail(EINVAL, "address is in a chunk that is not committed");
+		return -1;
+	}
+	struct pf_page *page = pf__page_at(index);
+	if (page->state == PF_PS_TAIL)
+		page -= page->head_delta;
+	memset(out, 0, sizeof(*out));
+	out->head = (uintptr_t)pf__page_address(page);
+	out->order = page->order;
+	out->size = PF_PAGE_SIZE << page->order;
+	if (page->state == PF_PS_IN_USE) {
+		out->flags |= PF_PAGE_IN_USE;
+		out->refcount = atomic_load_explicit(&page->refcount, memory_order_acquire);
+	}
+	if (page->flags & PF_PF_RESERVE)
+		out->flags |= PF_PAGE_RESERVE;
+	return 0;
+}
+
+int pf_cache_query(const pf_cache_t *cache, pf_cache_info_t *out)
+{
+	if (!cache || !out) {
+		pf__fail(EINVAL, "cache and out must not be NULL");
+		return -1;
+	}
+	out->page = cache->va;
+	out->page_size = cache->size;
+	out->offset = cache->offset;
+	out->bias = cache->bias;
+	out->pfmemalloc = cache->pfmemalloc;
+	return 0;
+}

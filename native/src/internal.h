@@ -1,0 +1,381 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/*
+ * Declarations shared between pyfrag's native layers; never installed.
+ *
+ * Layers, bottom to top, each knowing only those below it:
+ *   os.c         mmap/munmap/madvise, hugetlb/THP probing
+ *   arena.c      one VA reservation, 2 MiB chunks committed on demand, page metadata
+ *   page_alloc.c buddy allocator (orders 0..9) + per-thread page lists + reserve
+ *   page_frag.c  the page_frag algorithm
+ *   meta.c       fixed-size pools for pyfrag's own objects (never from malloc)
+ *   thread.c     per-thread state: default cache, page lists, exit hook
+ *   options.c, stats.c, api.c
+ * Prefixes: pf__ for cross-file internals, pf_ public (pyfrag.h).
+ */
+#ifndef PF_INTERNAL_H
+#define PF_INTERNAL_H
+
+#include "pyfrag.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define PF_LIKELY(x) __builtin_expect(!!(x), 1)
+#define PF_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define PF_INTERNAL __attribute__((visibility("hidden")))
+#define PF_TLS __thread __attribute__((tls_model("initial-exec")))
+
+#define PF_PAGE_SHIFT 12
+#define PF_CHUNK_SHIFT 21
+#define PF_MAX_ORDER 9 /* 2^9 pages = one chunk */
+#define PF_FRAG_ORDER 3
+#define PF_CHUNK_PAGES (1u << PF_MAX_ORDER)
+#define PF_NIL UINT32_MAX
+
+_Static_assert((1u << PF_PAGE_SHIFT) == PF_PAGE_SIZE, "page size");
+_Static_assert((1u << PF_CHUNK_SHIFT) == PF_CHUNK_SIZE, "chunk size");
+_Static_assert((PF_PAGE_SIZE << PF_FRAG_ORDER) == PF_FRAG_PAGE_SIZE, "frag page is order 3");
+_Static_assert((PF_CHUNK_PAGES << PF_PAGE_SHIFT) == PF_CHUNK_SIZE, "chunk is order 9");
+
+/* ---- options.c ---------------------------------------------------------- */
+
+enum pf_hugepages_mode { PF_HP_AUTO, PF_HP_HUGETLB, PF_HP_THP, PF_HP_OFF };
+
+/* X(field, env name, default text, kind, fixed at init, meaning) */
+#define PF_OPTIONS(X)                                                                          \
+	X(hugepages, "PYFRAG_HUGEPAGES", "auto", PF_OPT_HUGEPAGES, false,                          \
+	  "chunk backing: auto (hugetlb, else THP, else 4 KiB), hugetlb, thp or off (4 KiB)")      \
+	X(retain, "PYFRAG_RETAIN", "1", PF_OPT_COUNT, false,                                       \
+	  "empty 2 MiB chunks kept committed; more go back to the OS")                            \
+	X(limit, "PYFRAG_LIMIT", "0", PF_OPT_SIZE, false,                                         \
+	  "cap on committed chunk bytes (K/M/G suffixes); 0 means no cap")                        \
+	X(reserve, "PYFRAG_RESERVE", "64K", PF_OPT_SIZE, true,                                      \
+	  "emergency reserve of 4 KiB pages for order-0 refills when nothing else is left")       \
+	X(arena, "PYFRAG_ARENA", "64G", PF_OPT_SIZE, true,                                          \
+	  "virtual address space reserved once for all of pyfrag's memory")                       \
+	X(pcp_high, "PYFRAG_PCP_HIGH", "16", PF_OPT_COUNT, false,                                  \
+	  "blocks per order a thread keeps on its page lists before giving a batch back")
+
+enum pf_option_kind { PF_OPT_COUNT, PF_OPT_SIZE, PF_OPT_HUGEPAGES };
+
+struct pf_options {
+#define PF_OPTION_FIELD_(field, env, def, kind, fixed, doc) _Atomic long long field;
+	PF_OPTIONS(PF_OPTION_FIELD_)
+#undef PF_OPTION_FIELD_
+};
+
+PF_INTERNAL extern struct pf_options pf__options;
+#define PF_OPT(field) atomic_load_explicit(&pf__options.field, memory_order_relaxed)
+
+/* Read every option from environ, without allocating; once, however often called. */
+PF_INTERNAL void pf__options_load(void);
+
+/* ---- errors (api.c) ------------------------------------------------------ */
+
+/* Set errno and the thread's last-error sentence; returns NULL for tail calls. */
+PF_INTERNAL void *pf__fail(int err, const char *message);
+
+/* ---- stats.c -------------------------------------------------------------- */
+
+/*
+ * Counters of slow, rare events are global relaxed atomics. Hot counters
+ * (allocs, frees) live in the cache or thread that makes them and are summed
+ * at snapshot time, so the fast paths never write a shared line.
+ */
+enum pf_counter {
+	PF_CTR_REFILLS,
+	PF_CTR_RECYCLES,
+	PF_CTR_ABANDONS,
+	PF_CTR_ORDER0_FALLBACKS,
+	PF_CTR_RESERVE_PAGES,
+	PF_CTR_RESERVE_RETURNS,
+	PF_CTR_DRAINS,
+	PF_CTR_INVALID_FREES,
+	PF_CTR_ALLOC_FAILURES,
+	PF_CTR_CHUNK_COMMITS,
+	PF_CTR_CHUNK_RELEASES,
+	PF_CTR_COMMIT_FAILURES,
+	PF_CTR_RETIRED_ALLOCS, /* allocs of caches already destroyed */
+	PF_CTR_RETIRED_FREES,  /* frees of threads already gone */
+	PF_CTR_RETIRED_BIAS_FREES,
+	PF_CTR_COUNT
+};
+
+PF_INTERNAL extern _Atomic uint64_t pf__counters[PF_CTR_COUNT];
+
+static inline void pf__count(enum pf_counter c, uint64_t n)
+{
+	atomic_fetch_add_explicit(&pf__counters[c], n, memory_order_relaxed);
+}
+
+/* A counter only its owner thread writes: no RMW, but readable from others. */
+typedef _Atomic uint64_t pf_local_counter;
+static inline void pf__local_inc(pf_local_counter *c)
+{
+	atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
+			      memory_order_relaxed);
+}
+
+/* ---- os.c ------------------------------------------------------------------ */
+
+enum pf_backing { PF_BACKING_NONE, PF_BACKING_HUGETLB, PF_BACKING_THP, PF_BACKING_4K };
+
+struct pf_os_ops {
+	void *(*reserve)(size_t size, size_t align); /* PROT_NONE, no memory */
+	int (*commit)(void *addr, size_t size, enum pf_backing backing);
+	int (*decommit)(void *addr, size_t size); /* back to reserved, memory freed */
+};
+
+/* The OS primitives; a table so tests and fault injection can replace them. */
+PF_INTERNAL extern struct pf_os_ops pf__os;
+/* Map metadata memory (read-write, zero, lazily backed). NULL on failure. */
+PF_INTERNAL void *pf__os_map_meta(size_t size);
+PF_INTERNAL void pf__os_unmap(void *addr, size_t size);
+
+/* ---- arena.c -------------------------------------------------------------- */
+
+enum pf_page_state {
+	PF_PS_UNCOMMITTED = 0, /* chunk not backed */
+	PF_PS_FREE,            /* head of a free buddy block */
+	PF_PS_FREE_TAIL,       /* inside a free buddy block */
+	PF_PS_CACHED,          /* head of a block on a thread's page list */
+	PF_PS_IN_USE,          /* head of a block handed out */
+	PF_PS_TAIL,            /* inside a block handed out; head_delta leads to the head */
+	PF_PS_RESERVE_FREE,    /* a reserve page waiting in the reserve */
+};
+
+#define PF_PF_RESERVE 1u /* page belongs to the emergency reserve */
+
+/* One per 4 KiB page of the arena; 16 bytes. */
+struct pf_page {
+	_Atomic int32_t refcount; /* head of an in-use block only */
+	uint32_t next;            /* free list / page list link (page index) */
+	union {
+		uint32_t prev;       /* free list back link */
+		uint32_t head_delta; /* tail: pages back to the head */
+	};
+	uint8_t order;
+	uint8_t state; /* enum pf_page_state */
+	uint8_t flags; /* PF_PF_* */
+	uint8_t unused;
+};
+_Static_assert(sizeof(struct pf_page) == 16, "page metadata stays 16 bytes");
+
+struct pf_arena {
+	uintptr_t base;          /* 2 MiB aligned */
+	size_t size;             /* bytes, a multiple of 2 MiB */
+	uint32_t chunk_slots;    /* size / 2 MiB; the last slot holds the reserve */
+	struct pf_page *pages;   /* one per 4 KiB page */
+	uint8_t *chunk_backing;  /* enum pf_backing per slot */
+	uint32_t *free_slots;    /* stack of released slot numbers */
+	uint32_t free_slot_count;
+	uint32_t next_fresh_slot; /* slots below were used at least once */
+};
+
+PF_INTERNAL extern struct pf_arena pf__arena;
+
+/* Reserve the VA range and metadata. 0, or -1 with errno. Once, at init. */
+PF_INTERNAL int pf__arena_init(size_t size);
+
+static inline bool pf__in_arena(const void *addr)
+{
+	return (uintptr_t)addr - pf__arena.base < pf__arena.size;
+}
+static inline uint32_t pf__page_index(const void *addr)
+{
+	return (uint32_t)(((uintptr_t)addr - pf__arena.base) >> PF_PAGE_SHIFT);
+}
+static inline struct pf_page *pf__page_at(uint32_t index)
+{
+	return &pf__arena.pages[index];
+}
+static inline uint32_t pf__page_number(const struct pf_page *page)
+{
+	return (uint32_t)(page - pf__arena.pages);
+}
+static inline void *pf__page_address(const struct pf_page *page)
+{
+	return (void *)(pf__arena.base + ((uintptr_t)pf__page_number(page) << PF_PAGE_SHIFT));
+}
+
+/*
+ * Commit one chunk (caller holds pf__page_lock): backing per PYFRAG_HUGEPAGES,
+ * limit checked. Returns its first page number, or PF_NIL.
+ */
+PF_INTERNAL uint32_t pf__arena_commit_chunk(void);
+/* Give a whole free chunk back to the OS (caller holds pf__page_lock). */
+PF_INTERNAL void pf__arena_release_chunk(uint32_t first_page);
+/* Commit the reserve pages in the last slot; returns their first page number or PF_NIL. */
+PF_INTERNAL uint32_t pf__arena_commit_reserve(uint32_t pages);
+
+struct pf_arena_counts {
+	uint64_t by_backing[4]; /* committed chunks per enum pf_backing */
+	uint64_t committed_bytes;
+	uint64_t peak_committed_bytes;
+};
+PF_INTERNAL extern struct pf_arena_counts pf__arena_counts; /* under pf__page_lock */
+
+/* ---- page_alloc.c ------------------------------------------------------------ */
+
+#define PF_GFP_NORETRY 1u /* fail fast: no new chunk, no reserve */
+
+PF_INTERNAL extern pthread_mutex_t pf__page_lock;
+
+/* A block of 2^order pages holding one reference, or NULL with errno ENOMEM. */
+PF_INTERNAL struct pf_page *pf__pages_alloc(unsigned order, unsigned gfp);
+/* Return a block whose refcount reached zero (reserve pages go to the reserve). */
+PF_INTERNAL void pf__pages_free(struct pf_page *head);
+
+/* Head page of an in-use block containing addr, or NULL if addr is not in one. */
+static inline struct pf_page *pf__head_page(const void *addr)
+{
+	if (PF_UNLIKELY(!pf__in_arena(addr)))
+		return NULL;
+	struct pf_page *page = pf__page_at(pf__page_index(addr));
+	if (page->state == PF_PS_TAIL)
+		page -= page->head_delta;
+	return PF_LIKELY(page->state == PF_PS_IN_USE) ? page : NULL;
+}
+
+/* Per-thread page lists (the kernel's pcp lists) for orders 0 and 3. */
+#define PF_PCP_ORDERS 2
+struct pf_pcp {
+	uint32_t head[PF_PCP_ORDERS];
+	_Atomic uint32_t count[PF_PCP_ORDERS]; /* written by the owner, read by stats */
+};
+/* Give every block on these lists back to the buddy allocator. */
+PF_INTERNAL void pf__pcp_flush(struct pf_pcp *pcp);
+/* Release empty chunks beyond PYFRAG_RETAIN; returns chunks released. */
+PF_INTERNAL size_t pf__release_empty_chunks(void);
+PF_INTERNAL int pf__page_alloc_init(void);
+
+struct pf_page_counts {
+	uint64_t pages_out;    /* pages outside the buddy lists and the reserve (in use or on page lists) */
+	uint64_t empty_chunks; /* free order-9 blocks */
+	uint64_t reserve_free;
+};
+/* A consistent copy, taken under pf__page_lock. */
+PF_INTERNAL void pf__page_counts_get(struct pf_page_counts *out);
+/* Pages held on a thread's page lists. */
+PF_INTERNAL uint64_t pf__pcp_pages(const struct pf_pcp *pcp);
+
+/* ---- page_frag.c ------------------------------------------------------------- */
+
+struct pf_cache {
+	/* hot: the alloc fast path reads and writes only these */
+	uintptr_t va;      /* frag page address, 0 if none */
+	uint32_t offset;   /* bytes used, counting up */
+	uint32_t size;     /* frag page size; 0 if none, so every request misses */
+	uint32_t bias;     /* page references this cache still owns */
+	bool pfmemalloc;   /* page came from the reserve: never recycled */
+	struct pf_page *page;
+	pf_local_counter allocs;
+	pf_local_counter bias_frees;
+	pthread_t owner;
+	/* bookkeeping */
+	struct pf_cache *next_live; /* registry of live caches, under pf__meta_lock */
+	struct pf_cache *prev_live;
+};
+
+PF_INTERNAL void pf__frag_cache_init(struct pf_cache *cache);
+/* The part of alloc that runs when the current page cannot hold the request. */
+PF_INTERNAL void *pf__frag_alloc_slow(struct pf_cache *cache, uint32_t fragsz, uint32_t align);
+PF_INTERNAL void pf__frag_drain(struct pf_cache *cache);
+/* Drop one fragment's reference to its page, from any thread. 0, or -1/EINVAL on underflow. */
+PF_INTERNAL int pf__frag_put(struct pf_page *head);
+
+/*
+ * On the cache's owner thread: if the cache still holds the fragment's page,
+ * hand the reference back to the bias (no atomic operation) and, when size
+ * says it was the newest fragment, give its bytes back too. False otherwise.
+ */
+static inline bool pf__frag_free_local(struct pf_cache *cache, struct pf_page *head, void *addr,
+				       size_t size)
+{
+	if (cache->page != head)
+		return false;
+	cache->bias++;
+	if (size && (uintptr_t)addr + size == cache->va + cache->offset)
+		cache->offset = (uint32_t)((uintptr_t)addr - cache->va);
+	pf__local_inc(&cache->bias_frees);
+	return true;
+}
+
+static inline bool pf__valid_align(size_t align)
+{
+	return align != 0 && (align & (align - 1)) == 0 && align <= PF_FRAG_PAGE_SIZE;
+}
+
+/* The fast path: bump the offset inside the current page. */
+static inline void *pf__frag_alloc(struct pf_cache *cache, size_t fragsz, size_t align)
+{
+	if (PF_UNLIKELY(fragsz - 1 >= PF_FRAG_PAGE_SIZE || !pf__valid_align(align)))
+		return pf__frag_alloc_slow(cache, (uint32_t)(fragsz > UINT32_MAX ? UINT32_MAX : fragsz),
+					   (uint32_t)(align > UINT32_MAX ? 3 : align));
+	uint32_t offset = (cache->offset + (uint32_t)align - 1) & ~((uint32_t)align - 1);
+	if (PF_UNLIKELY(offset + fragsz > cache->size))
+		return pf__frag_alloc_slow(cache, (uint32_t)fragsz, (uint32_t)align);
+	cache->offset = offset + (uint32_t)fragsz;
+	cache->bias--;
+	pf__local_inc(&cache->allocs);
+	return (void *)(cache->va + offset);
+}
+
+/* ---- meta.c --------------------------------------------------------------------- */
+
+/*
+ * pyfrag's own objects (caches, thread states) come from fixed-size pools of
+ * mmap'd memory, never from malloc: under LD_PRELOAD, malloc is pyfrag.
+ */
+struct pf_pool {
+	size_t object_size;
+	void *free_list;
+	uint64_t live;
+};
+PF_INTERNAL extern pthread_mutex_t pf__meta_lock;
+PF_INTERNAL void *pf__pool_get(struct pf_pool *pool); /* zeroed; caller holds pf__meta_lock */
+PF_INTERNAL void pf__pool_put(struct pf_pool *pool, void *object);
+
+/* ---- thread.c -------------------------------------------------------------------- */
+
+struct pf_thread {
+	struct pf_cache cache; /* the default cache */
+	struct pf_pcp pcp;
+	pf_local_counter frees;
+	struct pf_thread *next_live; /* registry, under pf__meta_lock */
+	struct pf_thread *prev_live;
+};
+
+PF_INTERNAL extern PF_TLS struct pf_thread *pf__self;
+PF_INTERNAL struct pf_thread *pf__thread_setup(void);
+static inline struct pf_thread *pf__thread(void)
+{
+	struct pf_thread *t = pf__self;
+	return PF_LIKELY(t != NULL) ? t : pf__thread_setup();
+}
+/* Drain the default cache, return the page lists, forget the state. */
+PF_INTERNAL void pf__thread_teardown(void);
+PF_INTERNAL int pf__thread_init(void); /* once, at library init */
+
+/* Live caches and threads, for stats; walk under pf__meta_lock. */
+PF_INTERNAL extern struct pf_cache *pf__live_caches;
+PF_INTERNAL extern struct pf_thread *pf__live_threads;
+PF_INTERNAL extern uint64_t pf__live_cache_count, pf__live_thread_count;
+PF_INTERNAL void pf__cache_register(struct pf_cache *cache);   /* caller holds pf__meta_lock */
+PF_INTERNAL void pf__cache_unregister(struct pf_cache *cache); /* caller holds pf__meta_lock */
+
+/* ---- api.c ---------------------------------------------------------------------- */
+
+/* Initialise once (options, arena, page allocator). 0 or -1 with errno. */
+PF_INTERNAL int pf__ensure_init(void);
+PF_INTERNAL extern _Atomic int pf__ready;
+static inline bool pf__init_ok(void)
+{
+	return PF_LIKELY(atomic_load_explicit(&pf__ready, memory_order_acquire) == 1) ||
+	       pf__ensure_init() == 0;
+}
+
+#endif /* PF_INTERNAL_H */

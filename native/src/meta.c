@@ -1,0 +1,60 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/*
+ * Pools for pyfrag's own small objects (caches, thread states).
+ *
+ * They never come from malloc: under LD_PRELOAD malloc is pyfrag itself, and
+ * a thread's state is made on that thread's first allocation. Objects are
+ * carved from 64 KiB mmap'd blocks and recycled through a free list; blocks
+ * are kept for the life of the process (a few per thousand threads).
+ * Callers hold pf__meta_lock.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <string.h>
+
+#define PF_META_BLOCK (64u * 1024u)
+
+pthread_mutex_t pf__meta_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static char *bump;      /* next free byte of the newest block */
+static size_t bump_left;
+
+static void *carve(size_t size)
+{
+	size = (size + 63) & ~(size_t)63; /* own cache line: caches are hot */
+	if (bump_left < size) {
+		char *block = pf__os_map_meta(PF_META_BLOCK);
+		if (!block) {
+			errno = ENOMEM;
+			return NULL;
+		}
+		bump = block;
+		bump_left = PF_META_BLOCK;
+	}
+	void *object = bump;
+	bump += size;
+	bump_left -= size;
+	return object;
+}
+
+void *pf__pool_get(struct pf_pool *pool)
+{
+	void *object = pool->free_list;
+	if (object)
+		pool->free_list = *(void **)object;
+	else
+		object = carve(pool->object_size);
+	if (object) {
+		memset(object, 0, pool->object_size);
+		pool->live++;
+	}
+	return object;
+}
+
+void pf__pool_put(struct pf_pool *pool, void *object)
+{
+	*(void **)object = pool->free_list;
+	pool->free_list = object;
+	pool->live--;
+}

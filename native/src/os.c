@@ -1,0 +1,106 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/*
+ * OS layer: the only place that calls mmap, munmap and madvise.
+ *
+ * reserve()  maps PROT_NONE address space, aligned, with no memory behind it.
+ * commit()   puts memory of the asked backing over part of a reservation:
+ *            hugetlb (MAP_HUGETLB, 2 MiB pages from the pool, reserved at
+ *            mmap time so a fault never SIGBUSes), THP (anonymous memory
+ *            advised MADV_HUGEPAGE) or 4 KiB (advised MADV_NOHUGEPAGE so a
+ *            system in THP "always" mode does not promote it). Returns 0 or
+ *            -1 with errno; the range is still reserved after a failure.
+ * decommit() puts the reservation back, freeing the memory.
+ * The three sit in a table (pf__os) so tests can inject failures.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <sys/mman.h>
+
+#ifndef MAP_HUGETLB
+#define MAP_HUGETLB 0x40000
+#endif
+#ifndef MAP_FIXED_NOREPLACE
+#define MAP_FIXED_NOREPLACE 0x100000
+#endif
+#ifndef MAP_HUGE_SHIFT
+#define MAP_HUGE_SHIFT 26
+#endif
+#define PF_MAP_HUGE_2MB (21 << MAP_HUGE_SHIFT)
+
+static void *os_reserve(size_t size, size_t align)
+{
+	size_t padded = size + align;
+	char *raw = mmap(NULL, padded, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (raw == MAP_FAILED)
+		return NULL;
+	uintptr_t start = ((uintptr_t)raw + align - 1) & ~(uintptr_t)(align - 1);
+	size_t head = start - (uintptr_t)raw;
+	if (head)
+		munmap(raw, head);
+	size_t tail = padded - head - size;
+	if (tail)
+		munmap((char *)start + size, tail);
+	return (void *)start;
+}
+
+/*
+ * A failed MAP_FIXED may or may not have dropped the old reservation,
+ * depending on the kernel. Re-reserve without replacing anything: if the
+ * range is still ours EEXIST is the expected answer.
+ */
+static void os_rereserve(void *addr, size_t size)
+{
+	void *p = mmap(addr, size, PROT_NONE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0);
+	if (p != MAP_FAILED && p != addr)
+		munmap(p, size); /* old kernel ignoring NOREPLACE: do not keep a stray mapping */
+}
+
+static int os_commit(void *addr, size_t size, enum pf_backing backing)
+{
+	int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED;
+	if (backing == PF_BACKING_HUGETLB)
+		flags |= MAP_HUGETLB | PF_MAP_HUGE_2MB;
+	void *p = mmap(addr, size, PROT_READ | PROT_WRITE, flags, -1, 0);
+	if (p == MAP_FAILED) {
+		int err = errno;
+		os_rereserve(addr, size);
+		errno = err;
+		return -1;
+	}
+	if (backing == PF_BACKING_THP && madvise(addr, size, MADV_HUGEPAGE) != 0) {
+		int err = errno;
+		mmap(addr, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
+		errno = err;
+		return -1;
+	}
+	if (backing == PF_BACKING_4K)
+		(void)madvise(addr, size, MADV_NOHUGEPAGE); /* only fails where THP is absent */
+	return 0;
+}
+
+static int os_decommit(void *addr, size_t size)
+{
+	void *p = mmap(addr, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE,
+		       -1, 0);
+	return p == MAP_FAILED ? -1 : 0;
+}
+
+struct pf_os_ops pf__os = {
+	.reserve = os_reserve,
+	.commit = os_commit,
+	.decommit = os_decommit,
+};
+
+void *pf__os_map_meta(size_t size)
+{
+	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+		       -1, 0);
+	return p == MAP_FAILED ? NULL : p;
+}
+
+void pf__os_unmap(void *addr, size_t size)
+{
+	munmap(addr, size);
+}

@@ -1,0 +1,350 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/*
+ * Page allocator: a binary buddy allocator over the arena's committed chunks
+ * (orders 0..9; an order-9 block is a whole chunk), in front of it per-thread
+ * page lists for the orders page_frag uses (0 and 3, like the kernel's pcp
+ * lists), and beside it the emergency reserve.
+ *
+ * - pf__pages_alloc hands out a block holding one reference. Order 0 and 3
+ *   come from the calling thread's list, refilled from the buddy lists a
+ *   batch at a time, so the global lock is taken once per batch.
+ * - PF_GFP_NORETRY fails fast: no new chunk is committed and the reserve is
+ *   not touched (page_frag's order-3 attempt).
+ * - Without it, an empty buddy commits a chunk, and an order-0 request that
+ *   still fails takes a reserve page (flagged PF_PF_RESERVE, the kernel's
+ *   pfmemalloc).
+ * - pf__pages_free puts a block on the freeing thread's list; beyond
+ *   PYFRAG_PCP_HIGH blocks a batch goes back to the buddy lists, where it
+ *   merges with its buddies. A chunk wholly free again is released to the OS
+ *   when more than PYFRAG_RETAIN are empty. Reserve pages go back to the
+ *   reserve.
+ */
+#include "internal.h"
+
+#include <errno.h>
+
+pthread_mutex_t pf__page_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* All under pf__page_lock. */
+static uint32_t free_head[PF_MAX_ORDER + 1];
+static uint64_t free_count[PF_MAX_ORDER + 1];
+static uint32_t reserve_head = PF_NIL;
+static uint64_t reserve_free;
+static uint64_t pages_out;
+
+/* ---- buddy lists ----------------------------------------------------------- */
+
+static void list_add(unsigned order, uint32_t index)
+{
+	struct pf_page *page = pf__page_at(index);
+	page->state = PF_PS_FREE;
+	page->order = (uint8_t)order;
+	page->prev = PF_NIL;
+	page->next = free_head[order];
+	if (free_head[order] != PF_NIL)
+		pf__page_at(free_head[order])->prev = index;
+	free_head[order] = index;
+	free_count[order]++;
+}
+
+static void list_del(unsigned order, uint32_t index)
+{
+	struct pf_page *page = pf__page_at(index);
+	if (page->prev != PF_NIL)
+		pf__page_at(page->prev)->next = page->next;
+	else
+		free_head[order] = page->next;
+	if (page->next != PF_NIL)
+		pf__page_at(page->next)->prev = page->prev;
+	page->state = PF_PS_FREE_TAIL;
+	free_count[order]--;
+}
+
+/* Mark a block as handed out: head with one reference, tails leading to it. */
+static struct pf_page *mark_block(uint32_t index, unsigned order, enum pf_page_state state)
+{
+	struct pf_page *head = pf__page_at(index);
+	for (uint32_t i = 1; i < (1u << order); i++) {
+		head[i].state = PF_PS_TAIL;
+		head[i].head_delta = i;
+	}
+	head->order = (uint8_t)order;
+	head->flags = 0;
+	head->next = PF_NIL;
+	head->state = (uint8_t)state;
+	atomic_store_explicit(&head->refcount, 1, memory_order_relaxed);
+	return head;
+}
+
+static uint32_t buddy_take(unsigned order, bool may_commit)
+{
+	unsigned found = order;
+	while (found <= PF_MAX_ORDER && free_head[found] == PF_NIL)
+		found++;
+	uint32_t index;
+	if (found > PF_MAX_ORDER) {
+		if (!may_commit)
+			return PF_NIL;
+		index = pf__arena_commit_chunk();
+		if (index == PF_NIL)
+			return PF_NIL;
+		found = PF_MAX_ORDER;
+	} else {
+		index = free_head[found];
+		list_del(found, index);
+	}
+	while (found > order) { /* keep the lower half, free the upper */
+		found--;
+		list_add(found, index + (1u << found));
+	}
+	pages_out += 1u << order;
+	return index;
+}
+
+static void release_empty_chunks_locked(size_t *released)
+{
+	long long retain = PF_OPT(retain);
+	while (free_count[PF_MAX_ORDER] > (uint64_t)(retain < 0 ? 0 : retain)) {
+		uint32_t index = free_head[PF_MAX_ORDER];
+		list_del(PF_MAX_ORDER, index);
+		pf__arena_release_chunk(index);
+		if (released)
+			++*released;
+	}
+}
+
+static void buddy_put(uint32_t index, unsigned order)
+{
+	struct pf_page *head = pf__page_at(index);
+	for (uint32_t i = 1; i < (1u << order); i++)
+		head[i].state = PF_PS_FREE_TAIL;
+	pages_out -= 1u << order;
+	while (order < PF_MAX_ORDER) {
+		uint32_t buddy = index ^ (1u << order);
+		struct pf_page *bp = pf__page_at(buddy);
+		if (bp->state != PF_PS_FREE || bp->order != order)
+			break;
+		list_del(order, buddy);
+		pf__page_at(index)->state = PF_PS_FREE_TAIL;
+		index &= buddy;
+		order++;
+	}
+	list_add(order, index);
+}
+
+/* ---- reserve ------------------------------------------------------------------ */
+
+static struct pf_page *reserve_take(void)
+{
+	if (reserve_head == PF_NIL)
+		return NULL;
+	uint32_t index = reserve_head;
+	struct pf_page *page = pf__page_at(index);
+	reserve_head = page->next;
+	reserve_free--;
+	pages_out++;
+	mark_block(index, 0, PF_PS_IN_USE);
+	page->flags = PF_PF_RESERVE;
+	return page;
+}
+
+static void reserve_put(struct pf_page *page)
+{
+	page->state = PF_PS_RESERVE_FREE;
+	page->next = reserve_head;
+	reserve_head = pf__page_number(page);
+	reserve_free++;
+	pages_out--;
+}
+
+/* ---- per-thread page lists ------------------------------------------------------ */
+
+static int pcp_slot(unsigned order)
+{
+	return order == 0 ? 0 : order == PF_FRAG_ORDER ? 1 : -1;
+}
+
+static unsigned pcp_order(int slot)
+{
+	return slot == 0 ? 0 : PF_FRAG_ORDER;
+}
+
+static uint32_t pcp_batch(void)
+{
+	long long high = PF_OPT(pcp_high);
+	return high <= 0 ? 0 : (uint32_t)((high + 3) / 4);
+}
+
+static struct pf_pcp *my_pcp(void)
+{
+	struct pf_thread *self = pf__self;
+	return self ? &self->pcp : NULL;
+}
+
+static uint32_t pcp_count(const struct pf_pcp *pcp, int slot)
+{
+	return atomic_load_explicit(&pcp->count[slot], memory_order_relaxed);
+}
+
+static void pcp_push(struct pf_pcp *pcp, int slot, uint32_t index)
+{
+	struct pf_page *page = pf__page_at(index);
+	page->state = PF_PS_CACHED;
+	page->next = pcp->head[slot];
+	pcp->head[slot] = index;
+	atomic_store_explicit(&pcp->count[slot], pcp_count(pcp, slot) + 1, memory_order_relaxed);
+}
+
+static uint32_t pcp_pop(struct pf_pcp *pcp, int slot)
+{
+	uint32_t index = pcp->head[slot];
+	if (index != PF_NIL) {
+		pcp->head[slot] = pf__page_at(index)->next;
+		atomic_store_explicit(&pcp->count[slot], pcp_count(pcp, slot) - 1, memory_order_relaxed);
+	}
+	return index;
+}
+
+/* Give up to n blocks from one list back to the buddy lists. */
+static void pcp_drain_locked(struct pf_pcp *pcp, int slot, uint32_t n)
+{
+	while (n--) {
+		uint32_t index = pcp_pop(pcp, slot);
+		if (index == PF_NIL)
+			break;
+		buddy_put(index, pcp_order(slot));
+	}
+}
+
+uint64_t pf__pcp_pages(const struct pf_pcp *pcp)
+{
+	uint64_t pages = 0;
+	for (int slot = 0; slot < PF_PCP_ORDERS; slot++)
+		pages += (uint64_t)pcp_count(pcp, slot) << pcp_order(slot);
+	return pages;
+}
+
+void pf__pcp_flush(struct pf_pcp *pcp)
+{
+	pthread_mutex_lock(&pf__page_lock);
+	for (int slot = 0; slot < PF_PCP_ORDERS; slot++)
+		pcp_drain_locked(pcp, slot, UINT32_MAX);
+	release_empty_chunks_locked(NULL);
+	pthread_mutex_unlock(&pf__page_lock);
+}
+
+/* ---- entry points ------------------------------------------------------------------ */
+
+static struct pf_page *alloc_from_pcp(struct pf_pcp *pcp, int slot, unsigned order, unsigned gfp)
+{
+	uint32_t index = pcp_pop(pcp, slot);
+	if (index == PF_NIL) {
+		uint32_t batch = pcp_batch();
+		pthread_mutex_lock(&pf__page_lock);
+		index = buddy_take(order, !(gfp & PF_GFP_NORETRY));
+		/* the rest of the batch only from blocks already committed */
+		for (uint32_t i = 1; index != PF_NIL && i < batch; i++) {
+			uint32_t extra = buddy_take(order, false);
+			if (extra == PF_NIL)
+				break;
+			mark_block(extra, order, PF_PS_CACHED);
+			pcp_push(pcp, slot, extra);
+		}
+		pthread_mutex_unlock(&pf__page_lock);
+		if (index == PF_NIL)
+			return NULL;
+	}
+	return mark_block(index, order, PF_PS_IN_USE);
+}
+
+struct pf_page *pf__pages_alloc(unsigned order, unsigned gfp)
+{
+	int slot = pcp_slot(order);
+	struct pf_pcp *pcp = my_pcp();
+	struct pf_page *page = NULL;
+	bool may_use_reserve = order == 0 && !(gfp & PF_GFP_NORETRY);
+	if (slot >= 0 && pcp && pcp_batch() > 0) {
+		page = alloc_from_pcp(pcp, slot, order, gfp);
+		if (!page && may_use_reserve) {
+			pthread_mutex_lock(&pf__page_lock);
+			page = reserve_take();
+			pthread_mutex_unlock(&pf__page_lock);
+		}
+	} else {
+		pthread_mutex_lock(&pf__page_lock);
+		uint32_t index = buddy_take(order, !(gfp & PF_GFP_NORETRY));
+		if (index != PF_NIL)
+			page = mark_block(index, order, PF_PS_IN_USE);
+		else if (may_use_reserve)
+			page = reserve_take();
+		pthread_mutex_unlock(&pf__page_lock);
+	}
+	if (!page)
+		errno = ENOMEM;
+	return page;
+}
+
+void pf__pages_free(struct pf_page *head)
+{
+	if (head->flags & PF_PF_RESERVE) {
+		pthread_mutex_lock(&pf__page_lock);
+		reserve_put(head);
+		pthread_mutex_unlock(&pf__page_lock);
+		pf__count(PF_CTR_RESERVE_RETURNS, 1);
+		return;
+	}
+	unsigned order = head->order;
+	int slot = pcp_slot(order);
+	struct pf_pcp *pcp = my_pcp();
+	long long high = PF_OPT(pcp_high);
+	if (slot >= 0 && pcp && high > 0) {
+		pcp_push(pcp, slot, pf__page_number(head));
+		if (pcp_count(pcp, slot) <= (uint64_t)high)
+			return;
+		pthread_mutex_lock(&pf__page_lock);
+		pcp_drain_locked(pcp, slot, pcp_batch());
+	} else {
+		pthread_mutex_lock(&pf__page_lock);
+		buddy_put(pf__page_number(head), order);
+	}
+	release_empty_chunks_locked(NULL);
+	pthread_mutex_unlock(&pf__page_lock);
+}
+
+size_t pf__release_empty_chunks(void)
+{
+	size_t released = 0;
+	pthread_mutex_lock(&pf__page_lock);
+	release_empty_chunks_locked(&released);
+	pthread_mutex_unlock(&pf__page_lock);
+	return released;
+}
+
+void pf__page_counts_get(struct pf_page_counts *out)
+{
+	pthread_mutex_lock(&pf__page_lock);
+	out->pages_out = pages_out;
+	out->empty_chunks = free_count[PF_MAX_ORDER];
+	out->reserve_free = reserve_free;
+	pthread_mutex_unlock(&pf__page_lock);
+}
+
+int pf__page_alloc_init(void)
+{
+	for (unsigned order = 0; order <= PF_MAX_ORDER; order++)
+		free_head[order] = PF_NIL;
+	long long bytes = PF_OPT(reserve);
+	uint32_t pages = bytes > 0 ? (uint32_t)((bytes + PF_PAGE_SIZE - 1) / PF_PAGE_SIZE) : 0;
+	uint32_t first = pf__arena_commit_reserve(pages);
+	if (first == PF_NIL)
+		return 0; /* no reserve: refills simply fail sooner */
+	if (pages > PF_CHUNK_PAGES)
+		pages = PF_CHUNK_PAGES;
+	for (uint32_t i = pages; i-- > 0;) {
+		struct pf_page *page = pf__page_at(first + i);
+		*page = (struct pf_page){ .flags = PF_PF_RESERVE, .prev = PF_NIL };
+		pages_out++; /* reserve_put counts it back */
+		reserve_put(page);
+	}
+	return 0;
+}

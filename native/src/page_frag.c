@@ -1,0 +1,151 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/*
+ * page_frag: the kernel's page fragment cache (mm/page_frag_cache.c).
+ *
+ * A cache holds one "frag page" (an order-3 block, 32 KiB, or an order-0
+ * page when no order-3 block can be had fast), an offset that counts up,
+ * and pagecnt_bias: how many of the page's references the cache still owns.
+ *
+ * Invariant: page refcount == cache bias + fragments outstanding.
+ *
+ * The bias trick: at refill the page is given MAX + 1 references at once, all
+ * owned by the cache. Handing out a fragment then moves one reference from
+ * the cache to the fragment by decrementing the bias, a plain store on
+ * memory only this thread touches, never the shared refcount. Freeing a
+ * fragment (any thread) is one atomic decrement of the refcount. When the
+ * page is used up the cache gives back what it still owns
+ * (refcount -= bias): reaching zero means every fragment is back, so the page
+ * is reused in place without a trip to the page allocator, unless it came
+ * from the emergency reserve (pfmemalloc), which goes home instead.
+ */
+#include "internal.h"
+
+#include <errno.h>
+
+#define PF_BIAS_FULL (PF_FRAG_PAGE_SIZE + 1)
+
+void pf__frag_cache_init(struct pf_cache *cache)
+{
+	cache->va = 0;
+	cache->offset = 0;
+	cache->size = 0;
+	cache->bias = 0;
+	cache->pfmemalloc = false;
+	cache->page = NULL;
+	cache->owner = pthread_self();
+}
+
+static void forget_page(struct pf_cache *cache)
+{
+	cache->page = NULL;
+	cache->va = 0;
+	cache->size = 0;
+	cache->offset = 0;
+	cache->bias = 0;
+	cache->pfmemalloc = false;
+}
+
+/* Give back every reference the cache owns; true if that was the last one. */
+static bool release_bias(struct pf_cache *cache)
+{
+	int32_t bias = (int32_t)cache->bias;
+	return atomic_fetch_sub_explicit(&cache->page->refcount, bias, memory_order_acq_rel) == bias;
+}
+
+static bool refill(struct pf_cache *cache, uint32_t fragsz)
+{
+	struct pf_page *page = pf__pages_alloc(PF_FRAG_ORDER, PF_GFP_NORETRY);
+	if (!page) {
+		if (fragsz > PF_PAGE_SIZE) {
+			/* only an order-3 block can hold it: try hard rather than refuse */
+			page = pf__pages_alloc(PF_FRAG_ORDER, 0);
+		} else {
+			page = pf__pages_alloc(0, 0);
+			if (page)
+				pf__count(PF_CTR_ORDER0_FALLBACKS, 1);
+		}
+		if (!page)
+			return false;
+	}
+	/* The allocator's reference plus MAX more: an add, as others may hold one. */
+	atomic_fetch_add_explicit(&page->refcount, PF_FRAG_PAGE_SIZE, memory_order_relaxed);
+	cache->page = page;
+	cache->va = (uintptr_t)pf__page_address(page);
+	cache->size = PF_PAGE_SIZE << page->order;
+	cache->offset = 0;
+	cache->bias = PF_BIAS_FULL;
+	cache->pfmemalloc = (page->flags & PF_PF_RESERVE) != 0;
+	pf__count(PF_CTR_REFILLS, 1);
+	if (cache->pfmemalloc)
+		pf__count(PF_CTR_RESERVE_PAGES, 1);
+	return true;
+}
+
+/* The current page cannot hold fragsz: recycle it in place, or let it go. */
+static bool recycle_in_place(struct pf_cache *cache, uint32_t fragsz)
+{
+	if (!release_bias(cache)) {
+		pf__count(PF_CTR_ABANDONS, 1); /* outstanding fragments keep it alive */
+		forget_page(cache);
+		return false;
+	}
+	if (cache->pfmemalloc || fragsz > cache->size) {
+		pf__pages_free(cache->page);
+		forget_page(cache);
+		return false;
+	}
+	/* Nobody else holds a reference now: a store is safe. */
+	atomic_store_explicit(&cache->page->refcount, PF_BIAS_FULL, memory_order_relaxed);
+	cache->bias = PF_BIAS_FULL;
+	cache->offset = 0;
+	pf__count(PF_CTR_RECYCLES, 1);
+	return true;
+}
+
+void *pf__frag_alloc_slow(struct pf_cache *cache, uint32_t fragsz, uint32_t align)
+{
+	if (fragsz == 0)
+		return pf__fail(EINVAL, "fragment size must be at least 1 byte");
+	if (!pf__valid_align(align))
+		return pf__fail(EINVAL, "alignment must be a power of two no larger than 32768");
+	if (fragsz > PF_FRAG_PAGE_SIZE)
+		return pf__fail(E2BIG, "fragment larger than a frag page (32768 bytes)");
+
+	if (cache->page)
+		(void)recycle_in_place(cache, fragsz); /* on false it has let the page go */
+	if (!cache->page && !refill(cache, fragsz)) {
+		pf__count(PF_CTR_ALLOC_FAILURES, 1);
+		return pf__fail(ENOMEM, "no memory for a frag page (PYFRAG_LIMIT reached or the OS refused)");
+	}
+	uint32_t offset = (cache->offset + align - 1) & ~(align - 1);
+	cache->offset = offset + fragsz;
+	cache->bias--;
+	pf__local_inc(&cache->allocs);
+	return (void *)(cache->va + offset);
+}
+
+void pf__frag_drain(struct pf_cache *cache)
+{
+	if (!cache->page)
+		return;
+	if (release_bias(cache))
+		pf__pages_free(cache->page);
+	forget_page(cache);
+	pf__count(PF_CTR_DRAINS, 1);
+}
+
+int pf__frag_put(struct pf_page *head)
+{
+	int32_t old = atomic_fetch_sub_explicit(&head->refcount, 1, memory_order_acq_rel);
+	if (PF_LIKELY(old > 1))
+		return 0;
+	if (old == 1) {
+		pf__pages_free(head);
+		return 0;
+	}
+	/* More frees than fragments: undo, refuse, and leave the page as it was. */
+	atomic_fetch_add_explicit(&head->refcount, 1, memory_order_relaxed);
+	pf__count(PF_CTR_INVALID_FREES, 1);
+	pf__fail(EINVAL, "page reference count would go below zero (double free?)");
+	return -1;
+}

@@ -1,0 +1,109 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/*
+ * Per-thread state: the thread's default cache, its page lists and its free
+ * counters, made on the thread's first pyfrag call and found through one
+ * initial-exec TLS pointer. At thread exit (a pthread key destructor) the
+ * cache is drained, the page lists go back to the buddy allocator and the
+ * counters are folded into the retired totals, so short-lived threads leave
+ * nothing behind. Also the registry of live caches and threads that stats
+ * walks (under pf__meta_lock).
+ */
+#include "internal.h"
+
+#include <errno.h>
+
+PF_TLS struct pf_thread *pf__self;
+
+struct pf_cache *pf__live_caches;
+struct pf_thread *pf__live_threads;
+uint64_t pf__live_cache_count, pf__live_thread_count;
+
+static struct pf_pool thread_pool = { .object_size = sizeof(struct pf_thread) };
+static pthread_key_t exit_key;
+
+void pf__cache_register(struct pf_cache *cache)
+{
+	cache->prev_live = NULL;
+	cache->next_live = pf__live_caches;
+	if (pf__live_caches)
+		pf__live_caches->prev_live = cache;
+	pf__live_caches = cache;
+	pf__live_cache_count++;
+}
+
+void pf__cache_unregister(struct pf_cache *cache)
+{
+	if (cache->prev_live)
+		cache->prev_live->next_live = cache->next_live;
+	else
+		pf__live_caches = cache->next_live;
+	if (cache->next_live)
+		cache->next_live->prev_live = cache->prev_live;
+	pf__live_cache_count--;
+	pf__count(PF_CTR_RETIRED_ALLOCS, atomic_load_explicit(&cache->allocs, memory_order_relaxed));
+	pf__count(PF_CTR_RETIRED_BIAS_FREES,
+		  atomic_load_explicit(&cache->bias_frees, memory_order_relaxed));
+}
+
+static void on_thread_exit(void *unused)
+{
+	(void)unused;
+	pf__thread_teardown();
+}
+
+int pf__thread_init(void)
+{
+	int err = pthread_key_create(&exit_key, on_thread_exit);
+	if (err) {
+		errno = err;
+		return -1;
+	}
+	return 0;
+}
+
+struct pf_thread *pf__thread_setup(void)
+{
+	if (!pf__init_ok())
+		return NULL;
+	pthread_mutex_lock(&pf__meta_lock);
+	struct pf_thread *t = pf__pool_get(&thread_pool);
+	if (t) {
+		pf__frag_cache_init(&t->cache);
+		for (int slot = 0; slot < PF_PCP_ORDERS; slot++)
+			t->pcp.head[slot] = PF_NIL;
+		pf__cache_register(&t->cache);
+		t->next_live = pf__live_threads;
+		if (pf__live_threads)
+			pf__live_threads->prev_live = t;
+		pf__live_threads = t;
+		pf__live_thread_count++;
+	}
+	pthread_mutex_unlock(&pf__meta_lock);
+	if (!t)
+		return pf__fail(ENOMEM, "no memory for this thread's pyfrag state");
+	pf__self = t;
+	pthread_setspecific(exit_key, t);
+	return t;
+}
+
+void pf__thread_teardown(void)
+{
+	struct pf_thread *t = pf__self;
+	if (!t)
+		return;
+	pf__frag_drain(&t->cache);
+	pf__pcp_flush(&t->pcp);
+	pf__self = NULL;
+	pthread_mutex_lock(&pf__meta_lock);
+	pf__cache_unregister(&t->cache);
+	if (t->prev_live)
+		t->prev_live->next_live = t->next_live;
+	else
+		pf__live_threads = t->next_live;
+	if (t->next_live)
+		t->next_live->prev_live = t->prev_live;
+	pf__live_thread_count--;
+	pf__count(PF_CTR_RETIRED_FREES, atomic_load_explicit(&t->frees, memory_order_relaxed));
+	pf__pool_put(&thread_pool, t);
+	pthread_mutex_unlock(&pf__meta_lock);
+}
