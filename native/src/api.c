@@ -255,13 +255,13 @@ int pf_page_query(const void *addr, pf_page_info_t *out)
 		return -1;
 	}
 	struct pf_page *page = pf__page_at(index);
-	if (page->state == PF_PS_TAIL)
+	if (pf__state(page) == PF_PS_TAIL)
 		page -= page->head_delta;
 	memset(out, 0, sizeof(*out));
 	out->head = (uintptr_t)pf__page_address(page);
 	out->order = page->order;
 	out->size = PF_PAGE_SIZE << page->order;
-	if (page->state == PF_PS_IN_USE) {
+	if (pf__state(page) == PF_PS_IN_USE) {
 		out->flags |= PF_PAGE_IN_USE;
 		out->refcount = atomic_load_explicit(&page->refcount, memory_order_acquire);
 	}

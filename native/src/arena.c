@@ -132,7 +132,7 @@ void pf__arena_release_chunk(uint32_t first_page)
 		return; /* keep it committed rather than lose track of it */
 	struct pf_page *pages = pf__page_at(first_page);
 	for (uint32_t i = 0; i < PF_CHUNK_PAGES; i++)
-		pages[i].state = PF_PS_UNCOMMITTED;
+		pf__set_state(&pages[i], PF_PS_UNCOMMITTED);
 	pf__arena.chunk_backing[slot] = PF_BACKING_NONE;
 	pf__arena.free_slots[pf__arena.free_slot_count++] = slot;
 	pf__arena_counts.by_backing[backing]--;

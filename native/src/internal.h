@@ -158,11 +158,25 @@ struct pf_page {
 		uint32_t head_delta; /* tail: pages back to the head */
 	};
 	uint8_t order;
-	uint8_t state; /* enum pf_page_state */
+	_Atomic uint8_t state; /* enum pf_page_state; pf__state() */
 	uint8_t flags; /* PF_PF_* */
 	uint8_t unused;
 };
 _Static_assert(sizeof(struct pf_page) == 16, "page metadata stays 16 bytes");
+
+/*
+ * A page's state is read without the lock (frees look up the head page; the
+ * buddy allocator peeks at a neighbour another thread may be taking off its
+ * page list), so it is a relaxed atomic: any value read is a real one.
+ */
+static inline enum pf_page_state pf__state(const struct pf_page *page)
+{
+	return (enum pf_page_state)atomic_load_explicit(&page->state, memory_order_relaxed);
+}
+static inline void pf__set_state(struct pf_page *page, enum pf_page_state state)
+{
+	atomic_store_explicit(&page->state, (uint8_t)state, memory_order_relaxed);
+}
 
 struct pf_arena {
 	uintptr_t base;          /* 2 MiB aligned */
@@ -235,9 +249,9 @@ static inline struct pf_page *pf__head_page(const void *addr)
 	if (PF_UNLIKELY(!pf__in_arena(addr)))
 		return NULL;
 	struct pf_page *page = pf__page_at(pf__page_index(addr));
-	if (page->state == PF_PS_TAIL)
+	if (pf__state(page) == PF_PS_TAIL)
 		page -= page->head_delta;
-	return PF_LIKELY(page->state == PF_PS_IN_USE) ? page : NULL;
+	return PF_LIKELY(pf__state(page) == PF_PS_IN_USE) ? page : NULL;
 }
 
 /* Per-thread page lists (the kernel's pcp lists) for orders 0 and 3. */

@@ -37,7 +37,7 @@ static uint64_t pages_out;
 static void list_add(unsigned order, uint32_t index)
 {
 	struct pf_page *page = pf__page_at(index);
-	page->state = PF_PS_FREE;
+	pf__set_state(page, PF_PS_FREE);
 	page->order = (uint8_t)order;
 	page->prev = PF_NIL;
 	page->next = free_head[order];
@@ -56,7 +56,7 @@ static void list_del(unsigned order, uint32_t index)
 		free_head[order] = page->next;
 	if (page->next != PF_NIL)
 		pf__page_at(page->next)->prev = page->prev;
-	page->state = PF_PS_FREE_TAIL;
+	pf__set_state(page, PF_PS_FREE_TAIL);
 	free_count[order]--;
 }
 
@@ -65,13 +65,13 @@ static struct pf_page *mark_block(uint32_t index, unsigned order, enum pf_page_s
 {
 	struct pf_page *head = pf__page_at(index);
 	for (uint32_t i = 1; i < (1u << order); i++) {
-		head[i].state = PF_PS_TAIL;
+		pf__set_state(&head[i], PF_PS_TAIL);
 		head[i].head_delta = i;
 	}
 	head->order = (uint8_t)order;
 	head->flags = 0;
 	head->next = PF_NIL;
-	head->state = (uint8_t)state;
+	pf__set_state(head, state);
 	atomic_store_explicit(&head->refcount, 1, memory_order_relaxed);
 	return head;
 }
@@ -117,15 +117,15 @@ static void buddy_put(uint32_t index, unsigned order)
 {
 	struct pf_page *head = pf__page_at(index);
 	for (uint32_t i = 1; i < (1u << order); i++)
-		head[i].state = PF_PS_FREE_TAIL;
+		pf__set_state(&head[i], PF_PS_FREE_TAIL);
 	pages_out -= 1u << order;
 	while (order < PF_MAX_ORDER) {
 		uint32_t buddy = index ^ (1u << order);
 		struct pf_page *bp = pf__page_at(buddy);
-		if (bp->state != PF_PS_FREE || bp->order != order)
+		if (pf__state(bp) != PF_PS_FREE || bp->order != order)
 			break;
 		list_del(order, buddy);
-		pf__page_at(index)->state = PF_PS_FREE_TAIL;
+		pf__set_state(pf__page_at(index), PF_PS_FREE_TAIL);
 		index &= buddy;
 		order++;
 	}
@@ -150,7 +150,7 @@ static struct pf_page *reserve_take(void)
 
 static void reserve_put(struct pf_page *page)
 {
-	page->state = PF_PS_RESERVE_FREE;
+	pf__set_state(page, PF_PS_RESERVE_FREE);
 	page->next = reserve_head;
 	reserve_head = pf__page_number(page);
 	reserve_free++;
@@ -189,7 +189,7 @@ static uint32_t pcp_count(const struct pf_pcp *pcp, int slot)
 static void pcp_push(struct pf_pcp *pcp, int slot, uint32_t index)
 {
 	struct pf_page *page = pf__page_at(index);
-	page->state = PF_PS_CACHED;
+	pf__set_state(page, PF_PS_CACHED);
 	page->next = pcp->head[slot];
 	pcp->head[slot] = index;
 	atomic_store_explicit(&pcp->count[slot], pcp_count(pcp, slot) + 1, memory_order_relaxed);

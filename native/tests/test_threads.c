@@ -1,0 +1,165 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * Fragments freed from other threads: many threads freeing fragments of the
+ * same pages at once, the kernel's page_frag_test pattern (a producer thread
+ * allocating, an SPSC ring, a consumer thread freeing), and thread churn.
+ * After each, every page is back. Built with mode=tsan too.
+ */
+#include "check.h"
+#include "pyfrag.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <string.h>
+
+static pf_stats_t stats(void)
+{
+	pf_stats_t s;
+	pf_stats_get(&s, sizeof(s));
+	return s;
+}
+
+static const size_t imix[12] = { 64, 64, 64, 64, 64, 64, 64, 576, 576, 576, 576, 1500 };
+
+/* ---- many threads freeing one cache's fragments at once ---------------------- */
+
+enum { FRAGS = 200000, FREERS = 4 };
+static char *frags[FRAGS];
+
+static void *free_every_nth(void *arg)
+{
+	size_t first = (size_t)(uintptr_t)arg;
+	for (size_t i = first; i < FRAGS; i += FREERS)
+		if (pf_free(frags[i]) != 0)
+			return (void *)1;
+	return NULL;
+}
+
+static void test_many_threads_free(void)
+{
+	pf_stats_t before = stats();
+	pf_cache_t *c = pf_cache_create();
+	for (size_t i = 0; i < FRAGS; i++) {
+		frags[i] = pf_cache_alloc(c, imix[i % 12]);
+		CHECK(frags[i] != NULL);
+		frags[i][0] = (char)i;
+	}
+	pf_cache_destroy(c); /* the fragments keep their pages */
+	pthread_t t[FREERS];
+	for (size_t i = 0; i < FREERS; i++)
+		pthread_create(&t[i], NULL, free_every_nth, (void *)(uintptr_t)i);
+	for (size_t i = 0; i < FREERS; i++) {
+		void *failed;
+		pthread_join(t[i], &failed);
+		CHECK(failed == NULL);
+	}
+	pf_trim();
+	pf_stats_t after = stats();
+	CHECK_EQ(after.allocs - before.allocs, FRAGS);
+	CHECK_EQ(after.frees - before.frees, FRAGS);
+	CHECK_EQ(after.pages_in_use, 0); /* the freeing threads' page lists went back at exit */
+	CHECK_EQ(after.threads, before.threads);
+}
+
+/* ---- producer / SPSC ring / consumer ------------------------------------------- */
+
+enum { RING = 512, ITEMS = 1000000 };
+static struct {
+	_Atomic size_t head; /* written by the producer */
+	char pad[64];
+	_Atomic size_t tail; /* written by the consumer */
+	char *slot[RING];
+} ring;
+
+static void *producer(void *unused)
+{
+	(void)unused;
+	for (size_t i = 0; i < ITEMS; i++) {
+		char *p = pf_alloc(imix[i % 12]);
+		if (!p)
+			return (void *)1;
+		memset(p, (int)i, 8);
+		size_t head = atomic_load_explicit(&ring.head, memory_order_relaxed);
+		while (head - atomic_load_explicit(&ring.tail, memory_order_acquire) == RING)
+			sched_yield();
+		ring.slot[head % RING] = p;
+		atomic_store_explicit(&ring.head, head + 1, memory_order_release);
+	}
+	return NULL; /* thread exit drains the default cache */
+}
+
+static void *consumer(void *unused)
+{
+	(void)unused;
+	for (size_t i = 0; i < ITEMS; i++) {
+		size_t tail = atomic_load_explicit(&ring.tail, memory_order_relaxed);
+		while (atomic_load_explicit(&ring.head, memory_order_acquire) == tail)
+			sched_yield();
+		char *p = ring.slot[tail % RING];
+		if (p[0] != (char)i || pf_free(p) != 0)
+			return (void *)1;
+		atomic_store_explicit(&ring.tail, tail + 1, memory_order_release);
+	}
+	return NULL;
+}
+
+static void test_producer_consumer_ring(void)
+{
+	pf_stats_t before = stats();
+	pthread_t prod, cons;
+	pthread_create(&cons, NULL, consumer, NULL);
+	pthread_create(&prod, NULL, producer, NULL);
+	void *prod_failed, *cons_failed;
+	pthread_join(prod, &prod_failed);
+	pthread_join(cons, &cons_failed);
+	CHECK(prod_failed == NULL);
+	CHECK(cons_failed == NULL);
+	pf_trim();
+	pf_stats_t after = stats();
+	CHECK_EQ(after.allocs - before.allocs, ITEMS);
+	CHECK_EQ(after.frees - before.frees, ITEMS);
+	/* freed pages are reused: ~11k frag pages' worth of fragments ran through a couple of chunks */
+	CHECK(after.refills - before.refills > 1000);
+	CHECK(after.chunk_commits - before.chunk_commits <= 2);
+	CHECK_EQ(after.pages_in_use, 0);
+}
+
+/* ---- thread churn ------------------------------------------------------------------- */
+
+static void *short_life(void *unused)
+{
+	(void)unused;
+	char *p[64];
+	for (int i = 0; i < 64; i++)
+		p[i] = pf_alloc(imix[i % 12]);
+	for (int i = 0; i < 64; i++)
+		pf_free(p[i]);
+	return NULL;
+}
+
+static void test_thread_churn(void)
+{
+	pf_stats_t before = stats();
+	for (int round = 0; round < 500; round++) {
+		pthread_t t[2];
+		pthread_create(&t[0], NULL, short_life, NULL);
+		pthread_create(&t[1], NULL, short_life, NULL);
+		pthread_join(t[0], NULL);
+		pthread_join(t[1], NULL);
+	}
+	pf_trim();
+	pf_stats_t after = stats();
+	CHECK_EQ(after.threads, before.threads);
+	CHECK_EQ(after.caches, before.caches);
+	CHECK_EQ(after.pages_in_use, 0);
+	CHECK_EQ(after.allocs - before.allocs, 1000 * 64);
+	CHECK(after.committed_bytes <= before.committed_bytes + 2u * PF_CHUNK_SIZE);
+}
+
+int main(void)
+{
+	RUN(test_many_threads_free);
+	RUN(test_producer_consumer_ring);
+	RUN(test_thread_churn);
+	return check_summary();
+}
