@@ -42,14 +42,17 @@ PF_API const char *pf_version(void);
 PF_API int pf_abi_version(void);
 /* Optional: reserve the arena now. -1/ENOMEM if the VA reservation fails. */
 PF_API int pf_init(void);
-/* Address range of the arena (everything pyfrag hands out lies inside). */
+/* Address range of the arena (everything pyfrag hands out lies inside).
+ * Like every call but the option ones, it reserves the arena on first use,
+ * which freezes the options fixed at init. */
 PF_API int pf_arena_range(uintptr_t *base, size_t *size);
 
 /* ---- caches ----------------------------------------------------------- */
 
 /* An empty cache owned by the calling thread. NULL/ENOMEM. */
 PF_API pf_cache_t *pf_cache_create(void);
-/* Drain and forget the cache. Outstanding fragments stay valid. */
+/* Drain and forget the cache. Outstanding fragments stay valid. Any thread
+ * may call it, once no thread uses the cache any more. */
 PF_API void pf_cache_destroy(pf_cache_t *cache);
 
 /*
@@ -86,7 +89,11 @@ PF_API void pf_thread_flush(void);
 /*
  * Free the fragment containing addr (any byte of it), from any thread.
  * -1/EINVAL if addr is not inside a page pyfrag has handed out; nothing is
- * changed then.
+ * changed then. As in the kernel, a fragment carries no state of its own: a
+ * second free while its page is still alive takes another fragment's
+ * reference and cannot be detected (it is when the page is already free).
+ * The first free on a thread gives that thread its pyfrag state (a default
+ * cache and page lists), which the stats count under caches and threads.
  */
 PF_API int pf_free(void *addr);
 
@@ -100,7 +107,8 @@ PF_API size_t pf_trim(void);
 /* Set an option by its environment name ("PYFRAG_LIMIT", "64M"). -1/EINVAL
  * for an unknown name or a bad value; -1/EBUSY for one fixed at init. */
 PF_API int pf_option_set(const char *name, const char *value);
-/* Current value (hugepage modes: 0 auto, 1 hugetlb, 2 thp, 3 off). -1/EINVAL if unknown. */
+/* Current value (hugepage modes: 0 auto, 1 hugetlb, 2 thp, 3 off). -1/EINVAL
+ * if unknown; no option can take the value -1. */
 PF_API long long pf_option_get(const char *name);
 /* The table, for tools: NULL past the last row. */
 PF_API const char *pf_option_name(size_t index);

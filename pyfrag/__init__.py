@@ -1,0 +1,25 @@
+# SPDX-License-Identifier: GPL-2.0-only
+"""pyfrag: the Linux kernel's page_frag allocator in userspace, through ctypes.
+
+Contract: importing pyfrag never loads libpyfrag.so; the first call that
+needs it does (see pyfrag._lib for where it is looked for).
+
+    import pyfrag
+    with pyfrag.FragCache() as cache:
+        frag = cache.alloc(1500)
+        frag[:4] = b"abcd"
+        frag.free()
+    print(pyfrag.stats())
+"""
+__version__ = "0.1.0"
+
+from ._lib import FragError, LibraryError, library_path
+from .cache import CacheInfo, FragCache, Fragment, PageInfo, page_info
+from .options import Option, options, set_option, thread_flush, trim
+from .stats import HugepageCoverage, SmapsTotals, Stats, hugepage_coverage, smaps_totals, stats
+
+__all__ = [
+    "CacheInfo", "FragCache", "FragError", "Fragment", "HugepageCoverage", "LibraryError",
+    "Option", "PageInfo", "SmapsTotals", "Stats", "hugepage_coverage", "library_path",
+    "options", "page_info", "set_option", "smaps_totals", "stats", "thread_flush", "trim",
+]

@@ -1,0 +1,69 @@
+# SPDX-License-Identifier: GPL-2.0-only
+"""The library's option table, and the calls that tune or trim it at run time.
+
+Contract:
+- `options()` lists every row of the C option table (environment name,
+  default text, meaning) with its current value (pf_option_get).
+- `set_option(name, value)` is pf_option_set: ValueError for an unknown
+  name or a bad value, FragError (errno EBUSY) for an option fixed at init.
+- `trim()` returns how many empty chunks went back to the OS;
+  `thread_flush()` drains the calling thread's default cache and page lists.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import _lib
+
+HUGEPAGE_MODES = ("auto", "hugetlb", "thp", "off")  # pf_option_get values 0..3
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    default: str
+    doc: str
+    value: int
+
+    @property
+    def text(self) -> str:
+        """The value as one would write it in the environment."""
+        if self.name == "PYFRAG_HUGEPAGES" and 0 <= self.value < len(HUGEPAGE_MODES):
+            return HUGEPAGE_MODES[self.value]
+        return str(self.value)
+
+
+def options() -> list[Option]:
+    """Every option with its current value, in table order."""
+    cdll = _lib.lib()
+    rows = []
+    index = 0
+    while True:
+        name = cdll.pf_option_name(index)
+        if name is None:
+            return rows
+        rows.append(Option(name.decode(), cdll.pf_option_default(index).decode(),
+                           cdll.pf_option_doc(index).decode(), cdll.pf_option_get(name)))
+        index += 1
+
+
+def get_option(name: str) -> int:
+    """The current value of one option (hugepage modes as 0..3)."""
+    return _lib.lib().pf_option_get(name.encode())
+
+
+def set_option(name: str, value) -> None:
+    """Set an option by its environment name, e.g. set_option("PYFRAG_LIMIT", "64M")."""
+    if isinstance(value, bool):
+        value = int(value)
+    _lib.lib().pf_option_set(name.encode(), str(value).encode())
+
+
+def trim() -> int:
+    """Flush this thread's page lists; return empty chunks beyond PYFRAG_RETAIN to the OS."""
+    return _lib.lib().pf_trim()
+
+
+def thread_flush() -> None:
+    """Drain this thread's default cache and give its page lists back."""
+    _lib.lib().pf_thread_flush()

@@ -1,0 +1,52 @@
+# SPDX-License-Identifier: GPL-2.0-only
+"""Shared fixtures for the Python tests.
+
+Contract:
+- `lib`: the loaded, checked libpyfrag.so (a missing library is an error,
+  not a skip: build it with `scons` first).
+- `cache`: a FragCache on the test's thread, closed afterwards.
+- `run_python(code, env=None)`: run a snippet in a fresh interpreter with
+  this checkout's pyfrag importable, extra environment variables from
+  `env` (for options read at init); returns the CompletedProcess (text).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import pyfrag
+from pyfrag import _lib
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_python(code: str, env: dict | None = None, args=(), timeout: float = 120):
+    full_env = dict(os.environ)
+    full_env["PYTHONPATH"] = os.pathsep.join(
+        [REPO_ROOT] + ([full_env["PYTHONPATH"]] if full_env.get("PYTHONPATH") else []))
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, *args, "-c", textwrap.dedent(code)], env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def run_cli(*argv: str, env: dict | None = None, timeout: float = 120):
+    """`python -m pyfrag ARGV...` in a fresh interpreter (same environment rules)."""
+    full_env = dict(os.environ, PYTHONPATH=REPO_ROOT)
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "pyfrag", *argv], env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def lib():
+    return _lib.lib()
+
+
+@pytest.fixture
+def cache(lib):
+    with pyfrag.FragCache() as frag_cache:
+        yield frag_cache

@@ -1,0 +1,83 @@
+# SPDX-License-Identifier: GPL-2.0-only
+"""The `pyfrag` command line: `info`, its JSON, help without the library, exit codes."""
+from __future__ import annotations
+
+import json
+
+import pyfrag
+from conftest import run_cli
+from pyfrag import cli
+from pyfrag.stats import FIELDS
+
+
+def test_info_text(lib):
+    proc = run_cli("info")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert pyfrag.library_path() in out
+    assert "pyfrag %s" % pyfrag.__version__ in out
+    for needed in ("arena", "PYFRAG_LIMIT", "PYFRAG_HUGEPAGES", "THP", "hugetlb", "allocs",
+                   "reserve_free_pages"):
+        assert needed in out
+
+
+def test_info_json_reflects_the_environment(lib):
+    proc = run_cli("info", "--json", env={"PYFRAG_LIMIT": "64M", "PYFRAG_ARENA": "1G",
+                                          "PYFRAG_HUGEPAGES": "thp"})
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["version"] == pyfrag.__version__
+    assert report["library"] == {"path": pyfrag.library_path(), "version": "0.1.0", "abi": 1}
+    assert report["arena"]["size"] == 1 << 30 and report["arena"]["base"] > 0
+    options = {opt["name"]: opt for opt in report["options"]}
+    assert options["PYFRAG_LIMIT"]["value"] == 64 << 20
+    assert options["PYFRAG_HUGEPAGES"]["text"] == "thp"
+    assert options["PYFRAG_ARENA"]["default"] == "64G"
+    assert list(report["stats"]) == list(FIELDS)
+    assert set(report["hugepages"]) >= {"hugetlb_total", "hugetlb_free", "thp_enabled"}
+
+
+def test_info_json_to_a_file(lib, tmp_path):
+    target = tmp_path / "info.json"
+    proc = run_cli("info", "--json", str(target))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == ""
+    assert json.loads(target.read_text())["library"]["path"] == pyfrag.library_path()
+
+
+def test_help_works_without_the_library(tmp_path):
+    env = {"PYFRAG_LIBRARY": str(tmp_path / "missing" / "libpyfrag.so")}
+    for argv in (["--help"], ["info", "--help"], ["--version"]):
+        proc = run_cli(*argv, env=env)
+        assert proc.returncode == 0, (argv, proc.stderr)
+    assert "info" in run_cli("--help", env=env).stdout
+
+
+def test_info_without_the_library_fails_clearly(tmp_path):
+    missing = tmp_path / "missing" / "libpyfrag.so"
+    proc = run_cli("info", env={"PYFRAG_LIBRARY": str(missing)})
+    assert proc.returncode == 1
+    assert str(missing) in proc.stderr and "scons" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_usage_errors_exit_2():
+    assert run_cli().returncode == 2
+    assert run_cli("no-such-command").returncode == 2
+    assert run_cli("info", "--no-such-flag").returncode == 2
+
+
+def test_main_returns_codes_in_process(capsys, monkeypatch):
+    assert cli.main(["--version"]) == 0
+    assert pyfrag.__version__ in capsys.readouterr().out
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    def failing(args):
+        raise pyfrag.FragError("it broke")
+
+    for run, code in ((interrupted, 130), (failing, 1)):
+        monkeypatch.setattr(cli.cmd_info, "run", run)
+        assert cli.main(["info"]) == code
+    assert "it broke" in capsys.readouterr().err
