@@ -7,6 +7,7 @@
  * comes back.
  */
 #include "check.h"
+#include "probe.h"
 #include "pyfrag.h"
 
 #include <errno.h>
@@ -15,20 +16,6 @@
 enum { MAX_HELD = 2048 };
 static char *held[MAX_HELD];
 static int nheld;
-
-static pf_stats_t stats(void)
-{
-	pf_stats_t s;
-	pf_stats_get(&s, sizeof(s));
-	return s;
-}
-
-static pf_cache_info_t cache_info(pf_cache_t *c)
-{
-	pf_cache_info_t info;
-	pf_cache_query(c, &info);
-	return info;
-}
 
 static void test_fallback_reserve_exhaustion(void)
 {

@@ -6,33 +6,12 @@
  * OS after a burst.
  */
 #include "check.h"
+#include "probe.h"
 #include "pyfrag.h"
 
 #include <errno.h>
 #include <stdint.h>
 #include <string.h>
-
-static pf_stats_t stats(void)
-{
-	pf_stats_t s;
-	pf_stats_get(&s, sizeof(s));
-	return s;
-}
-
-static pf_cache_info_t cache_info(pf_cache_t *c)
-{
-	pf_cache_info_t info;
-	pf_cache_query(c, &info);
-	return info;
-}
-
-static pf_page_info_t page_info(const void *addr)
-{
-	pf_page_info_t info;
-	memset(&info, 0, sizeof(info));
-	CHECK_EQ(pf_page_query(addr, &info), 0);
-	return info;
-}
 
 static void test_bias_and_refcount(void)
 {

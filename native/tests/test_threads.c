@@ -6,18 +6,12 @@
  * After each, every page is back. Built with mode=tsan too.
  */
 #include "check.h"
+#include "probe.h"
 #include "pyfrag.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
-
-static pf_stats_t stats(void)
-{
-	pf_stats_t s;
-	pf_stats_get(&s, sizeof(s));
-	return s;
-}
 
 static const size_t imix[12] = { 64, 64, 64, 64, 64, 64, 64, 576, 576, 576, 576, 1500 };
 
