@@ -304,7 +304,7 @@ def test_plot_without_matplotlib_exits_2(tmp_path):
     fake = tmp_path / "fake" / "matplotlib"
     fake.mkdir(parents=True)
     (fake / "__init__.py").write_text("raise ImportError('matplotlib is absent in this test')\n")
-    done = run_cli("stress", "--plot", str(tmp_path / "rss.png"), *SHORT,
+    done = run_cli("stress", "--plot", str(tmp_path / "rss.png"), *SHORT, *SLACK,
                    env={"PYTHONPATH": os.pathsep.join([str(fake.parent), REPO_ROOT])})
     assert done.returncode == 2
     assert "matplotlib" in done.stderr and "pip install" in done.stderr
@@ -315,7 +315,7 @@ def test_plot_draws_a_png(tmp_path):
     matplotlib = pytest.importorskip("matplotlib")
     where = os.path.dirname(os.path.dirname(matplotlib.__file__))
     png = tmp_path / "rss.png"
-    done = run_cli("stress", "--plot", str(png), "--workers", "1", *SHORT,
+    done = run_cli("stress", "--plot", str(png), "--workers", "1", *SHORT, *SLACK,
                    env={"PYTHONPATH": os.pathsep.join([REPO_ROOT, where])})
     assert done.returncode == 0, done.stderr
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
