@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 from ._lib import FragError, LibraryError, library_path
 from .cache import CacheInfo, FragCache, Fragment, PageInfo, page_info
 from .options import Option, options, set_option, thread_flush, trim
+from .preload import preload_env, run  # noqa: F401  (LD_PRELOAD launcher)
 from .stats import HugepageCoverage, SmapsTotals, Stats, hugepage_coverage, smaps_totals, stats
 
 __all__ = [

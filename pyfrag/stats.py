@@ -48,6 +48,10 @@ class Stats:
     reserve_free_pages: int
     caches: int
     threads: int
+    malloc_small: int
+    malloc_medium: int
+    malloc_large: int
+    foreign_frees: int
 
 
 FIELDS = tuple(field.name for field in dataclasses.fields(Stats))

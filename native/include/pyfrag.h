@@ -117,7 +117,7 @@ PF_API const char *pf_option_doc(size_t index);
 
 /* ---- statistics ------------------------------------------------------- */
 
-#define PF_STATS_VERSION 1
+#define PF_STATS_VERSION 2
 
 /* X(name, doc): one row per counter; the struct, its names and docs all come from here. */
 #define PF_STATS_FIELDS(X)                                                              \
@@ -146,7 +146,11 @@ PF_API const char *pf_option_doc(size_t index);
 	X(pages_cached, "4 KiB pages held in per-thread page lists now")                \
 	X(reserve_free_pages, "emergency reserve pages available now")                  \
 	X(caches, "live caches, explicit and per-thread")                               \
-	X(threads, "threads with pyfrag state now")
+	X(threads, "threads with pyfrag state now")                                     \
+	X(malloc_small, "malloc-front allocations served by a page_frag cache")         \
+	X(malloc_medium, "malloc-front allocations served by a page run")               \
+	X(malloc_large, "malloc-front allocations served by a run of whole chunks")     \
+	X(foreign_frees, "frees of pointers outside the arena, ignored")
 
 typedef struct pf_stats {
 	uint32_t size;    /* sizeof(pf_stats_t) in the library */

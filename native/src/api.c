@@ -11,7 +11,7 @@
 #include <string.h>
 
 _Atomic int pf__ready; /* 0 not yet, 1 up, -1 failed */
-static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
+pthread_mutex_t pf__init_lock = PTHREAD_MUTEX_INITIALIZER;
 static int init_errno;
 
 static PF_TLS const char *last_message;
@@ -51,13 +51,13 @@ static int init_layers(void)
 
 int pf__ensure_init(void)
 {
-	pthread_mutex_lock(&init_lock);
+	pthread_mutex_lock(&pf__init_lock);
 	if (atomic_load(&pf__ready) == 0) {
 		int ok = init_layers() == 0;
 		init_errno = ok ? 0 : errno;
 		atomic_store_explicit(&pf__ready, ok ? 1 : -1, memory_order_release);
 	}
-	pthread_mutex_unlock(&init_lock);
+	pthread_mutex_unlock(&pf__init_lock);
 	if (atomic_load(&pf__ready) == 1)
 		return 0;
 	pf__fail(init_errno ? init_errno : ENOMEM,
@@ -166,6 +166,7 @@ void pf_thread_flush(void)
 	if (!t)
 		return;
 	pf__frag_drain(&t->cache);
+	pf__frag_drain(&t->spare);
 	pf__pcp_flush(&t->pcp);
 }
 
@@ -187,6 +188,24 @@ static void count_free(struct pf_thread *t)
 		pf__count(PF_CTR_RETIRED_FREES, 1);
 }
 
+/*
+ * On a cache's current page, on its owner thread, two misuses are cheap to
+ * see: an address at or past the bytes handed out since the page was
+ * (re)filled, and a free when every fragment is back already (the bias would
+ * pass full). Either would take a reference that another fragment owns.
+ */
+static bool bogus_local_free(const struct pf_cache *cache, const void *addr)
+{
+	return (uintptr_t)addr >= cache->va + cache->offset || cache->bias >= PF_BIAS_FULL;
+}
+
+static int refuse_local_free(void)
+{
+	pf__count(PF_CTR_INVALID_FREES, 1);
+	pf__fail(EINVAL, "fragment already freed, or never handed out (its cache's page says so)");
+	return -1;
+}
+
 static int free_page_ref(struct pf_thread *t, struct pf_page *head)
 {
 	if (pf__frag_put(head) != 0)
@@ -204,6 +223,8 @@ int pf_free(void *addr)
 		return invalid_free();
 	/* state for the page lists the freed page may land on */
 	struct pf_thread *t = pf__thread();
+	if (t && t->cache.page == head && PF_UNLIKELY(bogus_local_free(&t->cache, addr)))
+		return refuse_local_free();
 	if (t && pf__frag_free_local(&t->cache, head, addr, 0)) {
 		count_free(t);
 		return 0;
@@ -223,6 +244,9 @@ int pf_cache_free(pf_cache_t *cache, void *frag, size_t fragsz)
 	if (PF_UNLIKELY(!head))
 		return invalid_free();
 	struct pf_thread *t = pf__thread();
+	if (cache->page == head && pthread_equal(cache->owner, pthread_self()) &&
+	    PF_UNLIKELY(bogus_local_free(cache, frag)))
+		return refuse_local_free();
 	if (pthread_equal(cache->owner, pthread_self()) &&
 	    pf__frag_free_local(cache, head, frag, fragsz)) {
 		count_free(t);

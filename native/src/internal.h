@@ -9,6 +9,8 @@
  *   page_frag.c  the page_frag algorithm
  *   meta.c       fixed-size pools for pyfrag's own objects (never from malloc)
  *   thread.c     per-thread state: default cache, page lists, exit hook
+ *   malloc.c     malloc-family semantics: size header, page runs, chunk runs
+ *   preload.c    the exported libc names (LD_PRELOAD), init, thread exit, fork
  *   options.c, stats.c, api.c
  * Prefixes: pf__ for cross-file internals, pf_ public (pyfrag.h).
  */
@@ -57,9 +59,16 @@ enum pf_hugepages_mode { PF_HP_AUTO, PF_HP_HUGETLB, PF_HP_THP, PF_HP_OFF };
 	X(arena, "PYFRAG_ARENA", "64G", PF_OPT_SIZE, true,                                          \
 	  "virtual address space reserved once for all of pyfrag's memory")                       \
 	X(pcp_high, "PYFRAG_PCP_HIGH", "16", PF_OPT_COUNT, false,                                  \
-	  "blocks per order a thread keeps on its page lists before giving a batch back")
+	  "blocks per order a thread keeps on its page lists before giving a batch back")          \
+	X(frag_max, "PYFRAG_FRAG_MAX", "4080", PF_OPT_SIZE, false,                                 \
+	  "malloc front: largest request served from the thread's page_frag cache (16-byte "      \
+	  "header added; at most 32752); larger ones get page runs, above 2 MiB chunk runs")       \
+	X(check, "PYFRAG_CHECK", "0", PF_OPT_BOOL, true,                                           \
+	  "malloc front: stronger checks (header canaries, tail canaries, freed-memory poison)")  \
+	X(stats, "PYFRAG_STATS", "0", PF_OPT_BOOL, false,                                          \
+	  "print a statistics summary on stderr at exit (when preloaded)")
 
-enum pf_option_kind { PF_OPT_COUNT, PF_OPT_SIZE, PF_OPT_HUGEPAGES };
+enum pf_option_kind { PF_OPT_COUNT, PF_OPT_SIZE, PF_OPT_HUGEPAGES, PF_OPT_BOOL };
 
 struct pf_options {
 #define PF_OPTION_FIELD_(field, env, def, kind, fixed, doc) _Atomic long long field;
@@ -72,6 +81,8 @@ PF_INTERNAL extern struct pf_options pf__options;
 
 /* Read every option from environ, without allocating; once, however often called. */
 PF_INTERNAL void pf__options_load(void);
+/* The value of an environment variable, read from environ without allocating; NULL if unset. */
+PF_INTERNAL const char *pf__env_value(const char *name);
 
 /* ---- errors (api.c) ------------------------------------------------------ */
 
@@ -101,6 +112,10 @@ enum pf_counter {
 	PF_CTR_RETIRED_ALLOCS, /* allocs of caches already destroyed */
 	PF_CTR_RETIRED_FREES,  /* frees of threads already gone */
 	PF_CTR_RETIRED_BIAS_FREES,
+	PF_CTR_RETIRED_MALLOC_SMALL, /* malloc-front counters of threads already gone */
+	PF_CTR_RETIRED_MALLOC_MEDIUM,
+	PF_CTR_MALLOC_LARGE,
+	PF_CTR_FOREIGN_FREES,
 	PF_CTR_COUNT
 };
 
@@ -127,6 +142,8 @@ struct pf_os_ops {
 	void *(*reserve)(size_t size, size_t align); /* PROT_NONE, no memory */
 	int (*commit)(void *addr, size_t size, enum pf_backing backing);
 	int (*decommit)(void *addr, size_t size); /* back to reserved, memory freed */
+	int (*advise)(void *addr, size_t size, int advice); /* madvise */
+	void *(*map_meta)(size_t size); /* metadata: read-write, zero, lazy; NULL on failure */
 };
 
 /* The OS primitives; a table so tests and fault injection can replace them. */
@@ -148,11 +165,13 @@ enum pf_page_state {
 };
 
 #define PF_PF_RESERVE 1u /* page belongs to the emergency reserve */
+#define PF_PF_RUN 2u     /* malloc front: a page run (the block is one allocation, no header) */
+#define PF_PF_CHUNKS 4u  /* head of a chunk run: whole chunks, count in next */
 
 /* One per 4 KiB page of the arena; 16 bytes. */
 struct pf_page {
 	_Atomic int32_t refcount; /* head of an in-use block only */
-	uint32_t next;            /* free list / page list link (page index) */
+	uint32_t next;            /* free list / page list link (page index); chunk run: chunks */
 	union {
 		uint32_t prev;       /* free list back link */
 		uint32_t head_delta; /* tail: pages back to the head */
@@ -184,8 +203,8 @@ struct pf_arena {
 	uint32_t chunk_slots;    /* size / 2 MiB; the last slot holds the reserve */
 	struct pf_page *pages;   /* one per 4 KiB page */
 	uint8_t *chunk_backing;  /* enum pf_backing per slot */
-	uint32_t *free_slots;    /* stack of released slot numbers */
-	uint32_t free_slot_count;
+	uint64_t *released;      /* bitmap: slot used before, now free again */
+	uint32_t released_count;
 	uint32_t next_fresh_slot; /* slots below were used at least once */
 };
 
@@ -220,8 +239,21 @@ static inline void *pf__page_address(const struct pf_page *page)
  * limit checked. Returns its first page number, or PF_NIL.
  */
 PF_INTERNAL uint32_t pf__arena_commit_chunk(void);
-/* Give a whole free chunk back to the OS (caller holds pf__page_lock). */
-PF_INTERNAL void pf__arena_release_chunk(uint32_t first_page);
+/*
+ * Give a whole free chunk back to the OS (caller holds pf__page_lock): 0, or
+ * -1 if the OS refused; the chunk then stays committed, the caller's to keep.
+ */
+PF_INTERNAL int pf__arena_release_chunk(uint32_t first_page);
+/*
+ * Commit n contiguous chunks (caller holds pf__page_lock) whose first byte is
+ * aligned to align (a power of two, at least 2 MiB), limit checked. Page
+ * metadata is left to the caller. Returns the first page number or PF_NIL.
+ */
+PF_INTERNAL uint32_t pf__arena_commit_run(uint32_t n, size_t align);
+/* Release chunks [first_page, +n chunks) of a run (caller holds pf__page_lock). */
+PF_INTERNAL void pf__arena_release_run(uint32_t first_page, uint32_t n);
+/* Commit the n chunks right after a run if their slots are free; 0 or -1 (caller holds pf__page_lock). */
+PF_INTERNAL int pf__arena_extend_run(uint32_t first_page, uint32_t n, uint32_t more);
 /* Commit the reserve pages in the last slot; returns their first page number or PF_NIL. */
 PF_INTERNAL uint32_t pf__arena_commit_reserve(uint32_t pages);
 
@@ -234,14 +266,28 @@ PF_INTERNAL extern struct pf_arena_counts pf__arena_counts; /* under pf__page_lo
 
 /* ---- page_alloc.c ------------------------------------------------------------ */
 
-#define PF_GFP_NORETRY 1u /* fail fast: no new chunk, no reserve */
+#define PF_GFP_NORETRY 1u   /* fail fast: no new chunk, no reserve */
+#define PF_GFP_NORESERVE 2u /* never take an emergency-reserve page */
 
 PF_INTERNAL extern pthread_mutex_t pf__page_lock;
 
 /* A block of 2^order pages holding one reference, or NULL with errno ENOMEM. */
 PF_INTERNAL struct pf_page *pf__pages_alloc(unsigned order, unsigned gfp);
-/* Return a block whose refcount reached zero (reserve pages go to the reserve). */
+/* Return a block whose refcount reached zero (reserve pages go to the reserve, chunk runs to the OS). */
 PF_INTERNAL void pf__pages_free(struct pf_page *head);
+
+/*
+ * A run of n whole chunks (n >= 1) aligned to align, holding one reference,
+ * flagged PF_PF_CHUNKS; *fresh says its memory is known to be zero. NULL/ENOMEM.
+ * Only the head page (and each chunk's first page, a tail) is marked.
+ */
+PF_INTERNAL struct pf_page *pf__chunks_alloc(uint32_t n, size_t align, bool *fresh);
+static inline uint32_t pf__chunk_run_length(const struct pf_page *head)
+{
+	return head->next;
+}
+/* Shrink a chunk run to n chunks (n >= 1), or grow it in place: 0, or -1 if the chunks after it are taken. */
+PF_INTERNAL int pf__chunks_resize(struct pf_page *head, uint32_t n);
 
 /* Head page of an in-use block containing addr, or NULL if addr is not in one. */
 static inline struct pf_page *pf__head_page(const void *addr)
@@ -277,6 +323,8 @@ PF_INTERNAL void pf__page_counts_get(struct pf_page_counts *out);
 PF_INTERNAL uint64_t pf__pcp_pages(const struct pf_pcp *pcp);
 
 /* ---- page_frag.c ------------------------------------------------------------- */
+
+#define PF_BIAS_FULL (PF_FRAG_PAGE_SIZE + 1) /* references a refill gives the cache */
 
 struct pf_cache {
 	/* hot: the alloc fast path reads and writes only these */
@@ -329,7 +377,9 @@ static inline void *pf__frag_alloc(struct pf_cache *cache, size_t fragsz, size_t
 	if (PF_UNLIKELY(fragsz - 1 >= PF_FRAG_PAGE_SIZE || !pf__valid_align(align)))
 		return pf__frag_alloc_slow(cache, (uint32_t)(fragsz > UINT32_MAX ? UINT32_MAX : fragsz),
 					   (uint32_t)(align > UINT32_MAX ? 3 : align));
-	uint32_t offset = (cache->offset + (uint32_t)align - 1) & ~((uint32_t)align - 1);
+	/* align the address, not the offset: a 4 KiB fallback page is only 4 KiB aligned */
+	uintptr_t start = (cache->va + cache->offset + align - 1) & ~(uintptr_t)(align - 1);
+	uint32_t offset = (uint32_t)(start - cache->va);
 	if (PF_UNLIKELY(offset + fragsz > cache->size))
 		return pf__frag_alloc_slow(cache, (uint32_t)fragsz, (uint32_t)align);
 	cache->offset = offset + (uint32_t)fragsz;
@@ -357,8 +407,17 @@ PF_INTERNAL void pf__pool_put(struct pf_pool *pool, void *object);
 
 struct pf_thread {
 	struct pf_cache cache; /* the default cache */
+	/*
+	 * malloc front: the frag page before the current one, kept one more
+	 * round (not registered; only its page fields are used). Its fragments
+	 * freed on this thread go back to its bias; when the current page is
+	 * used up and every fragment of this one is back, it is reused in place.
+	 */
+	struct pf_cache spare;
 	struct pf_pcp pcp;
 	pf_local_counter frees;
+	pf_local_counter malloc_small;  /* malloc front, page_frag route */
+	pf_local_counter malloc_medium; /* malloc front, page runs */
 	struct pf_thread *next_live; /* registry, under pf__meta_lock */
 	struct pf_thread *prev_live;
 };
@@ -381,11 +440,39 @@ PF_INTERNAL extern uint64_t pf__live_cache_count, pf__live_thread_count;
 PF_INTERNAL void pf__cache_register(struct pf_cache *cache);   /* caller holds pf__meta_lock */
 PF_INTERNAL void pf__cache_unregister(struct pf_cache *cache); /* caller holds pf__meta_lock */
 
+/* Thread states of threads that do not exist after fork(): drained and forgotten (in the child). */
+PF_INTERNAL void pf__thread_forget_others(void);
+
+/* ---- malloc.c ------------------------------------------------------------------- */
+
+/* malloc-family semantics (glibc's errno and overflow rules); preload.c exports them. */
+PF_INTERNAL void *pf__malloc(size_t size);
+PF_INTERNAL void *pf__calloc(size_t n, size_t size);
+PF_INTERNAL void *pf__realloc(void *ptr, size_t size);
+PF_INTERNAL void *pf__reallocarray(void *ptr, size_t n, size_t size);
+PF_INTERNAL void pf__free(void *ptr);
+PF_INTERNAL int pf__posix_memalign(void **out, size_t align, size_t size);
+PF_INTERNAL void *pf__memalign(size_t align, size_t size);
+PF_INTERNAL void *pf__aligned_alloc(size_t align, size_t size);
+PF_INTERNAL void *pf__valloc(size_t size);
+PF_INTERNAL void *pf__pvalloc(size_t size);
+PF_INTERNAL size_t pf__malloc_usable_size(void *ptr);
+
+/* ---- stats.c: text without stdio or malloc ------------------------------------- */
+
+/* Digits of v in base 10 or 16, written backwards ending at end; returns the first. */
+PF_INTERNAL char *pf__format_u64(char *end, uint64_t v, unsigned base);
+/* Write the pieces (NULL-terminated list) to fd with write(2), retrying short writes. */
+PF_INTERNAL void pf__write_all(int fd, const char *const *pieces);
+/* The PYFRAG_STATS=1 summary, written to fd. */
+PF_INTERNAL void pf__stats_print(int fd);
+
 /* ---- api.c ---------------------------------------------------------------------- */
 
 /* Initialise once (options, arena, page allocator). 0 or -1 with errno. */
 PF_INTERNAL int pf__ensure_init(void);
 PF_INTERNAL extern _Atomic int pf__ready;
+PF_INTERNAL extern pthread_mutex_t pf__init_lock; /* held while initialising */
 static inline bool pf__init_ok(void)
 {
 	return PF_LIKELY(atomic_load_explicit(&pf__ready, memory_order_acquire) == 1) ||

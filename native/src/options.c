@@ -3,7 +3,8 @@
  * Options: one table (PF_OPTIONS in internal.h) of environment name,
  * default, kind and meaning. Values are read once from environ by hand:
  * no getenv, no allocation, no stdio, so this is safe however early it runs.
- * Sizes take K/M/G/T suffixes (powers of 1024, an optional trailing B or iB).
+ * Sizes take K/M/G/T suffixes (powers of 1024, an optional trailing B or iB);
+ * switches take 1/yes/on/true and 0/no/off/false.
  * Options marked fixed are frozen once the arena exists (EBUSY afterwards).
  */
 #include "internal.h"
@@ -75,8 +76,24 @@ static bool parse_number(const char *text, enum pf_option_kind kind, long long *
 	return true;
 }
 
+static const char *const true_words[] = { "1", "yes", "on", "true" };
+static const char *const false_words[] = { "0", "no", "off", "false" };
+
+static bool parse_bool(const char *text, long long *out)
+{
+	for (size_t i = 0; i < sizeof(true_words) / sizeof(true_words[0]); i++) {
+		if (same_word(true_words[i], text) || same_word(false_words[i], text)) {
+			*out = same_word(true_words[i], text);
+			return true;
+		}
+	}
+	return false;
+}
+
 static bool parse_value(const struct option_row *row, const char *text, long long *out)
 {
+	if (row->kind == PF_OPT_BOOL)
+		return parse_bool(text, out);
 	if (row->kind != PF_OPT_HUGEPAGES)
 		return parse_number(text, row->kind, out);
 	for (size_t i = 0; i < sizeof(hugepage_modes) / sizeof(hugepage_modes[0]); i++) {
@@ -89,7 +106,7 @@ static bool parse_value(const struct option_row *row, const char *text, long lon
 }
 
 /* The value of NAME in environ, or NULL. */
-static const char *env_value(const char *name)
+const char *pf__env_value(const char *name)
 {
 	size_t len = strlen(name);
 	for (char **entry = environ; entry && *entry; entry++)
@@ -104,7 +121,7 @@ static void load(void)
 {
 	for (size_t i = 0; i < ROW_COUNT; i++) {
 		long long value = 0;
-		const char *text = env_value(rows[i].env);
+		const char *text = pf__env_value(rows[i].env);
 		/* a bad value in the environment falls back to the default, never aborts */
 		if (!text || !parse_value(&rows[i], text, &value))
 			parse_value(&rows[i], rows[i].def, &value);

@@ -10,7 +10,9 @@
  *            system in THP "always" mode does not promote it). Returns 0 or
  *            -1 with errno; the range is still reserved after a failure.
  * decommit() puts the reservation back, freeing the memory.
- * The three sit in a table (pf__os) so tests can inject failures.
+ * advise()   madvise, for commit's THP and 4 KiB hints.
+ * map_meta() maps pyfrag's own metadata (read-write, zero, lazily backed).
+ * They sit in a table (pf__os) so tests can inject failures (debug.c).
  */
 #include "internal.h"
 
@@ -69,14 +71,14 @@ static int os_commit(void *addr, size_t size, enum pf_backing backing)
 		errno = err;
 		return -1;
 	}
-	if (backing == PF_BACKING_THP && madvise(addr, size, MADV_HUGEPAGE) != 0) {
+	if (backing == PF_BACKING_THP && pf__os.advise(addr, size, MADV_HUGEPAGE) != 0) {
 		int err = errno;
 		mmap(addr, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
 		errno = err;
 		return -1;
 	}
 	if (backing == PF_BACKING_4K)
-		(void)madvise(addr, size, MADV_NOHUGEPAGE); /* only fails where THP is absent */
+		(void)pf__os.advise(addr, size, MADV_NOHUGEPAGE); /* only fails where THP is absent */
 	return 0;
 }
 
@@ -87,17 +89,29 @@ static int os_decommit(void *addr, size_t size)
 	return p == MAP_FAILED ? -1 : 0;
 }
 
-struct pf_os_ops pf__os = {
-	.reserve = os_reserve,
-	.commit = os_commit,
-	.decommit = os_decommit,
-};
+static int os_advise(void *addr, size_t size, int advice)
+{
+	return madvise(addr, size, advice);
+}
 
-void *pf__os_map_meta(size_t size)
+static void *os_map_meta(size_t size)
 {
 	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
 		       -1, 0);
 	return p == MAP_FAILED ? NULL : p;
+}
+
+struct pf_os_ops pf__os = {
+	.reserve = os_reserve,
+	.commit = os_commit,
+	.decommit = os_decommit,
+	.advise = os_advise,
+	.map_meta = os_map_meta,
+};
+
+void *pf__os_map_meta(size_t size)
+{
+	return pf__os.map_meta(size);
 }
 
 void pf__os_unmap(void *addr, size_t size)

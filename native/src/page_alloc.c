@@ -18,6 +18,11 @@
  *   merges with its buddies. A chunk wholly free again is released to the OS
  *   when more than PYFRAG_RETAIN are empty. Reserve pages go back to the
  *   reserve.
+ * - Chunk runs (pf__chunks_alloc) are whole contiguous chunks straight from
+ *   the arena for the malloc front's large allocations: one reference, the
+ *   head page flagged PF_PF_CHUNKS with the run length in next, each further
+ *   chunk's first page a tail leading to the head. They go back to the OS
+ *   when freed, never through the buddy lists.
  */
 #include "internal.h"
 
@@ -107,7 +112,10 @@ static void release_empty_chunks_locked(size_t *released)
 	while (free_count[PF_MAX_ORDER] > (uint64_t)(retain < 0 ? 0 : retain)) {
 		uint32_t index = free_head[PF_MAX_ORDER];
 		list_del(PF_MAX_ORDER, index);
-		pf__arena_release_chunk(index);
+		if (pf__arena_release_chunk(index) != 0) {
+			list_add(PF_MAX_ORDER, index); /* the OS kept it: keep it usable, try later */
+			break;
+		}
 		if (released)
 			++*released;
 	}
@@ -262,7 +270,7 @@ struct pf_page *pf__pages_alloc(unsigned order, unsigned gfp)
 	int slot = pcp_slot(order);
 	struct pf_pcp *pcp = my_pcp();
 	struct pf_page *page = NULL;
-	bool may_use_reserve = order == 0 && !(gfp & PF_GFP_NORETRY);
+	bool may_use_reserve = order == 0 && !(gfp & (PF_GFP_NORETRY | PF_GFP_NORESERVE));
 	if (slot >= 0 && pcp && pcp_batch() > 0) {
 		page = alloc_from_pcp(pcp, slot, order, gfp);
 		if (!page && may_use_reserve) {
@@ -284,8 +292,14 @@ struct pf_page *pf__pages_alloc(unsigned order, unsigned gfp)
 	return page;
 }
 
+static void chunks_free(struct pf_page *head);
+
 void pf__pages_free(struct pf_page *head)
 {
+	if (PF_UNLIKELY(head->flags & PF_PF_CHUNKS)) {
+		chunks_free(head);
+		return;
+	}
 	if (head->flags & PF_PF_RESERVE) {
 		pthread_mutex_lock(&pf__page_lock);
 		reserve_put(head);
@@ -309,6 +323,76 @@ void pf__pages_free(struct pf_page *head)
 	}
 	release_empty_chunks_locked(NULL);
 	pthread_mutex_unlock(&pf__page_lock);
+}
+
+/* ---- chunk runs ------------------------------------------------------------------ */
+
+/* Mark chunks [from, n) of the run at first as tails (chunk 0 is the head). */
+static void mark_run_tails(uint32_t first, uint32_t from, uint32_t n)
+{
+	for (uint32_t i = from ? from : 1; i < n; i++) {
+		struct pf_page *page = pf__page_at(first + i * PF_CHUNK_PAGES);
+		page->head_delta = i * PF_CHUNK_PAGES;
+		pf__set_state(page, PF_PS_TAIL);
+	}
+}
+
+static void unmark_run(uint32_t first, uint32_t from, uint32_t n)
+{
+	for (uint32_t i = from; i < n; i++)
+		pf__set_state(pf__page_at(first + i * PF_CHUNK_PAGES), PF_PS_UNCOMMITTED);
+}
+
+struct pf_page *pf__chunks_alloc(uint32_t n, size_t align, bool *fresh)
+{
+	pthread_mutex_lock(&pf__page_lock);
+	uint32_t first = pf__arena_commit_run(n, align);
+	struct pf_page *head = NULL;
+	if (first != PF_NIL) {
+		head = pf__page_at(first);
+		*head = (struct pf_page){ .next = n, .prev = PF_NIL, .order = PF_MAX_ORDER,
+					  .flags = PF_PF_CHUNKS };
+		atomic_store_explicit(&head->refcount, 1, memory_order_relaxed);
+		mark_run_tails(first, 1, n);
+		pf__set_state(head, PF_PS_IN_USE);
+		pages_out += (uint64_t)n * PF_CHUNK_PAGES;
+	}
+	pthread_mutex_unlock(&pf__page_lock);
+	if (!head)
+		errno = ENOMEM;
+	*fresh = true; /* a new mapping reads as zero */
+	return head;
+}
+
+static void chunks_free(struct pf_page *head)
+{
+	uint32_t first = pf__page_number(head), n = pf__chunk_run_length(head);
+	pthread_mutex_lock(&pf__page_lock);
+	unmark_run(first, 0, n);
+	pf__arena_release_run(first, n);
+	pages_out -= (uint64_t)n * PF_CHUNK_PAGES;
+	pthread_mutex_unlock(&pf__page_lock);
+}
+
+int pf__chunks_resize(struct pf_page *head, uint32_t n)
+{
+	uint32_t first = pf__page_number(head), old = pf__chunk_run_length(head);
+	int ret = 0;
+	pthread_mutex_lock(&pf__page_lock);
+	if (n < old) {
+		unmark_run(first, n, old);
+		pf__arena_release_run(first + n * PF_CHUNK_PAGES, old - n);
+	} else if (n > old) {
+		ret = pf__arena_extend_run(first, old, n - old);
+		if (ret == 0)
+			mark_run_tails(first, old, n);
+	}
+	if (ret == 0) {
+		pages_out = pages_out - (uint64_t)old * PF_CHUNK_PAGES + (uint64_t)n * PF_CHUNK_PAGES;
+		head->next = n;
+	}
+	pthread_mutex_unlock(&pf__page_lock);
+	return ret;
 }
 
 size_t pf__release_empty_chunks(void)

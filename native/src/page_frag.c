@@ -22,8 +22,6 @@
 
 #include <errno.h>
 
-#define PF_BIAS_FULL (PF_FRAG_PAGE_SIZE + 1)
-
 void pf__frag_cache_init(struct pf_cache *cache)
 {
 	cache->va = 0;
@@ -52,12 +50,16 @@ static bool release_bias(struct pf_cache *cache)
 	return atomic_fetch_sub_explicit(&cache->page->refcount, bias, memory_order_acq_rel) == bias;
 }
 
-static bool refill(struct pf_cache *cache, uint32_t fragsz)
+/*
+ * need = max(fragsz, align): a block is aligned to its size, so a page of at
+ * least need bytes holds the fragment at offset 0, aligned.
+ */
+static bool refill(struct pf_cache *cache, uint32_t need)
 {
 	struct pf_page *page = pf__pages_alloc(PF_FRAG_ORDER, PF_GFP_NORETRY);
 	if (!page) {
-		if (fragsz > PF_PAGE_SIZE) {
-			/* only an order-3 block can hold it: try hard rather than refuse */
+		if (need > PF_PAGE_SIZE) {
+			/* only an order-3 block can hold (or align) it: try hard rather than refuse */
 			page = pf__pages_alloc(PF_FRAG_ORDER, 0);
 		} else {
 			page = pf__pages_alloc(0, 0);
@@ -81,15 +83,15 @@ static bool refill(struct pf_cache *cache, uint32_t fragsz)
 	return true;
 }
 
-/* The current page cannot hold fragsz: recycle it in place, or let it go. */
-static bool recycle_in_place(struct pf_cache *cache, uint32_t fragsz)
+/* The current page cannot hold the request: recycle it in place, or let it go. */
+static bool recycle_in_place(struct pf_cache *cache, uint32_t need)
 {
 	if (!release_bias(cache)) {
 		pf__count(PF_CTR_ABANDONS, 1); /* outstanding fragments keep it alive */
 		forget_page(cache);
 		return false;
 	}
-	if (cache->pfmemalloc || fragsz > cache->size) {
+	if (cache->pfmemalloc || need > cache->size) {
 		pf__pages_free(cache->page);
 		forget_page(cache);
 		return false;
@@ -111,9 +113,10 @@ void *pf__frag_alloc_slow(struct pf_cache *cache, uint32_t fragsz, uint32_t alig
 	if (fragsz > PF_FRAG_PAGE_SIZE)
 		return pf__fail(E2BIG, "fragment larger than a frag page (32768 bytes)");
 
+	uint32_t need = fragsz > align ? fragsz : align;
 	if (cache->page)
-		(void)recycle_in_place(cache, fragsz); /* on false it has let the page go */
-	if (!cache->page && !refill(cache, fragsz)) {
+		(void)recycle_in_place(cache, need); /* on false it has let the page go */
+	if (!cache->page && !refill(cache, need)) {
 		pf__count(PF_CTR_ALLOC_FAILURES, 1);
 		return pf__fail(ENOMEM, "no memory for a frag page (PYFRAG_LIMIT reached or the OS refused)");
 	}

@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <string.h>
+#include <unistd.h>
 
 _Atomic uint64_t pf__counters[PF_CTR_COUNT];
 
@@ -45,6 +46,8 @@ static void sum_live(pf_stats_t *s, uint64_t *pcp_pages)
 	}
 	for (struct pf_thread *t = pf__live_threads; t; t = t->next_live) {
 		s->frees += relaxed(&t->frees);
+		s->malloc_small += relaxed(&t->malloc_small);
+		s->malloc_medium += relaxed(&t->malloc_medium);
 		*pcp_pages += pf__pcp_pages(&t->pcp);
 	}
 	s->caches = pf__live_cache_count;
@@ -76,6 +79,10 @@ static void snapshot(pf_stats_t *s)
 	s->chunk_commits = counter(PF_CTR_CHUNK_COMMITS);
 	s->chunk_releases = counter(PF_CTR_CHUNK_RELEASES);
 	s->commit_failures = counter(PF_CTR_COMMIT_FAILURES);
+	s->malloc_small += counter(PF_CTR_RETIRED_MALLOC_SMALL);
+	s->malloc_medium += counter(PF_CTR_RETIRED_MALLOC_MEDIUM);
+	s->malloc_large = counter(PF_CTR_MALLOC_LARGE);
+	s->foreign_frees = counter(PF_CTR_FOREIGN_FREES);
 
 	struct pf_page_counts pages;
 	pthread_mutex_lock(&pf__page_lock);
@@ -117,4 +124,116 @@ const char *pf_stats_field_name(size_t index)
 const char *pf_stats_field_doc(size_t index)
 {
 	return index < FIELD_COUNT ? field_docs[index] : NULL;
+}
+
+/* ---- text without stdio or malloc (the exit summary, malloc's abort messages) ---- */
+
+char *pf__format_u64(char *end, uint64_t v, unsigned base)
+{
+	*end = 0;
+	do {
+		*--end = "0123456789abcdef"[v % base];
+		v /= base;
+	} while (v);
+	return end;
+}
+
+static void write_bytes(int fd, const char *p, size_t left)
+{
+	while (left) {
+		ssize_t n = write(fd, p, left);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return;
+		p += n;
+		left -= (size_t)n;
+	}
+}
+
+/* Joined in one buffer first: one write(2) keeps it whole next to other processes' output. */
+void pf__write_all(int fd, const char *const *pieces)
+{
+	int saved = errno;
+	char buf[4096];
+	size_t used = 0;
+	for (; *pieces; pieces++) {
+		size_t len = strlen(*pieces);
+		if (used + len > sizeof(buf)) {
+			write_bytes(fd, buf, used);
+			used = 0;
+		}
+		if (len > sizeof(buf))
+			write_bytes(fd, *pieces, len);
+		else {
+			memcpy(buf + used, *pieces, len);
+			used += len;
+		}
+	}
+	write_bytes(fd, buf, used);
+	errno = saved;
+}
+
+/* The summary: pieces and the digits they point to, written with one call. */
+struct summary {
+	const char *pieces[96];
+	char digits[32][24];
+	int npieces, ndigits;
+};
+
+static void add(struct summary *l, const char *text)
+{
+	if (l->npieces < 95)
+		l->pieces[l->npieces++] = text;
+}
+
+static void add_number(struct summary *l, const char *name, uint64_t value)
+{
+	if (l->ndigits == 32)
+		return;
+	char *buf = l->digits[l->ndigits++];
+	add(l, name);
+	add(l, pf__format_u64(buf + 23, value, 10));
+}
+
+extern char *program_invocation_short_name;
+
+void pf__stats_print(int fd)
+{
+	pf_stats_t s;
+	snapshot(&s);
+	struct summary l = { .npieces = 0 };
+	add(&l, "pyfrag stats (");
+	add(&l, program_invocation_short_name ? program_invocation_short_name : "?");
+	add_number(&l, ", pid ", (uint64_t)getpid());
+	add(&l, "):\n  allocations  ");
+	add_number(&l, "small (page_frag) ", s.malloc_small);
+	add_number(&l, ", medium (page runs) ", s.malloc_medium);
+	add_number(&l, ", large (chunk runs) ", s.malloc_large);
+	add_number(&l, ", failed ", s.alloc_failures);
+	add(&l, "\n  frees        ");
+	add_number(&l, "total ", s.frees);
+	add_number(&l, ", on the owner's bias ", s.bias_frees);
+	add_number(&l, ", foreign (ignored) ", s.foreign_frees);
+	add_number(&l, ", invalid ", s.invalid_frees);
+	add(&l, "\n  frag pages   ");
+	add_number(&l, "refills ", s.refills);
+	add_number(&l, ", in-place recycles ", s.recycles);
+	add_number(&l, ", abandons ", s.abandons);
+	add_number(&l, ", order-0 fallbacks ", s.order0_fallbacks);
+	add_number(&l, ", reserve pages ", s.reserve_pages);
+	add(&l, "\n  chunks now   ");
+	add_number(&l, "hugetlb ", s.chunks_hugetlb);
+	add_number(&l, ", thp ", s.chunks_thp);
+	add_number(&l, ", 4k ", s.chunks_4k);
+	add_number(&l, "; commits ", s.chunk_commits);
+	add_number(&l, ", releases ", s.chunk_releases);
+	add_number(&l, ", commit failures ", s.commit_failures);
+	add(&l, "\n  memory       ");
+	add_number(&l, "peak committed bytes ", s.peak_committed_bytes);
+	add_number(&l, ", committed now ", s.committed_bytes);
+	add_number(&l, ", threads ", s.threads);
+	add(&l, "\n");
+	l.pieces[l.npieces] = NULL;
+	pf__write_all(fd, l.pieces);
 }

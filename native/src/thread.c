@@ -69,6 +69,7 @@ struct pf_thread *pf__thread_setup(void)
 	struct pf_thread *t = pf__pool_get(&thread_pool);
 	if (t) {
 		pf__frag_cache_init(&t->cache);
+		pf__frag_cache_init(&t->spare);
 		for (int slot = 0; slot < PF_PCP_ORDERS; slot++)
 			t->pcp.head[slot] = PF_NIL;
 		pf__cache_register(&t->cache);
@@ -86,15 +87,9 @@ struct pf_thread *pf__thread_setup(void)
 	return t;
 }
 
-void pf__thread_teardown(void)
+/* Take a thread state off the registry, keeping its counts (caller holds pf__meta_lock). */
+static void thread_unregister(struct pf_thread *t)
 {
-	struct pf_thread *t = pf__self;
-	if (!t)
-		return;
-	pf__frag_drain(&t->cache);
-	pf__pcp_flush(&t->pcp);
-	pf__self = NULL;
-	pthread_mutex_lock(&pf__meta_lock);
 	pf__cache_unregister(&t->cache);
 	if (t->prev_live)
 		t->prev_live->next_live = t->next_live;
@@ -104,6 +99,43 @@ void pf__thread_teardown(void)
 		t->next_live->prev_live = t->prev_live;
 	pf__live_thread_count--;
 	pf__count(PF_CTR_RETIRED_FREES, atomic_load_explicit(&t->frees, memory_order_relaxed));
+	pf__count(PF_CTR_RETIRED_MALLOC_SMALL,
+		  atomic_load_explicit(&t->malloc_small, memory_order_relaxed));
+	pf__count(PF_CTR_RETIRED_MALLOC_MEDIUM,
+		  atomic_load_explicit(&t->malloc_medium, memory_order_relaxed));
 	pf__pool_put(&thread_pool, t);
+}
+
+void pf__thread_teardown(void)
+{
+	struct pf_thread *t = pf__self;
+	if (!t)
+		return;
+	pf__frag_drain(&t->cache);
+	pf__frag_drain(&t->spare);
+	pf__pcp_flush(&t->pcp);
+	pf__self = NULL;
+	pthread_mutex_lock(&pf__meta_lock);
+	thread_unregister(t);
+	pthread_mutex_unlock(&pf__meta_lock);
+}
+
+/*
+ * In a fork child only the forking thread exists. The others' states are
+ * taken off the registry but not drained: fork may have caught one in the
+ * middle of its lock-free fast path, so its cache and page lists cannot be
+ * trusted; their pages (one frag page and the page lists per thread) stay
+ * out of use in the child.
+ */
+void pf__thread_forget_others(void)
+{
+	pthread_mutex_lock(&pf__meta_lock);
+	struct pf_thread *t = pf__live_threads;
+	while (t) {
+		struct pf_thread *next = t->next_live;
+		if (t != pf__self)
+			thread_unregister(t);
+		t = next;
+	}
 	pthread_mutex_unlock(&pf__meta_lock);
 }

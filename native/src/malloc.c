@@ -1,0 +1,684 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/*
+ * malloc front: the malloc family's semantics on top of page_frag and the
+ * page allocator. preload.c exports these under libc's names.
+ *
+ * Three routes, chosen by size (and alignment):
+ * - small (up to PYFRAG_FRAG_MAX, 4080 by default): a fragment of the calling
+ *   thread's page_frag cache, led by a 16-byte header (struct pf_mhdr) that
+ *   holds the fragment's size. User pointers are 16-byte aligned; a larger
+ *   alignment puts padding before the header. Freeing on the owner thread
+ *   while its cache still holds the page hands the reference back to the bias
+ *   with no atomic operation, and the newest fragment gives its bytes back
+ *   too, so a burst that allocates and frees on one thread reuses the same
+ *   bytes. Any other free is one atomic decrement of the page's refcount.
+ * - medium (up to 2 MiB): a page run, one buddy block of the smallest order
+ *   that holds it (and its alignment), flagged PF_PF_RUN; no header.
+ * - large: a chunk run (whole contiguous chunks, a fresh mapping), no header.
+ * The route of a pointer is read from its head page's flags; the arena range
+ * check tells pyfrag's pointers from anything else.
+ *
+ * Errors follow glibc: ENOMEM for every failure (overflow included), EINVAL
+ * for bad alignments, errno left alone on success and by free. Misuse that
+ * glibc aborts on (double free, invalid pointer, corrupted header, refcount
+ * underflow) is reported on stderr and aborts here too. PYFRAG_CHECK=1 adds
+ * header canaries, tail canaries after the requested size, and poisons freed
+ * small blocks.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define PF_HDR 16u
+#define PF_SMALL_MAX (PF_FRAG_PAGE_SIZE - PF_HDR) /* frag_max is clamped to this */
+#define PF_MAGIC_LIVE 0x6d66704bu                 /* "Kpfm" */
+#define PF_MAGIC_FREED 0x6672656bu
+#define PF_CANARY_KEY 0x9e3779b9u
+#define PF_TAIL_BYTE 0xa5u
+#define PF_POISON_BYTE 0xdfu
+#define PF_MIN_ALIGN 16u
+
+struct pf_mhdr {
+	uint32_t size;   /* fragment bytes: lead + usable */
+	uint16_t lead;   /* fragment start to user pointer: 16, or the alignment */
+	uint16_t slack;  /* usable bytes past the request (check mode: tail canary) */
+	uint32_t canary; /* keyed by address; verified in check mode */
+	uint32_t magic;  /* PF_MAGIC_LIVE or PF_MAGIC_FREED, right before the user's bytes */
+};
+_Static_assert(sizeof(struct pf_mhdr) == PF_HDR, "malloc header is 16 bytes");
+_Static_assert(PF_SMALL_MAX <= UINT16_MAX, "slack and lead fit 16 bits");
+
+/* ---- reports that end the program -------------------------------------------- */
+
+static __attribute__((noreturn, cold)) void die(const char *call, const char *why, const void *ptr)
+{
+	char hex[24];
+	char *end = hex + sizeof(hex);
+	const char *digits = pf__format_u64(end - 1, (uintptr_t)ptr, 16);
+	end[-1] = 0;
+	const char *pieces[] = { "pyfrag: ", call, "(): ", why, ": 0x", digits,
+				 " (aborting, as glibc does)\n", NULL };
+	pf__write_all(2, pieces);
+	abort();
+}
+
+/* ---- small: the header ---------------------------------------------------------- */
+
+static inline uint32_t canary_of(const struct pf_mhdr *h)
+{
+	return (uint32_t)((uintptr_t)h >> 4) ^ PF_CANARY_KEY;
+}
+
+static inline struct pf_mhdr *header_of(void *ptr)
+{
+	return (struct pf_mhdr *)ptr - 1;
+}
+
+static inline bool check_mode(void)
+{
+	return PF_UNLIKELY(PF_OPT(check) != 0);
+}
+
+static inline size_t small_max(void)
+{
+	long long fm = PF_OPT(frag_max);
+	return fm < 0 ? 0 : (size_t)fm < PF_SMALL_MAX ? (size_t)fm : PF_SMALL_MAX;
+}
+
+static inline size_t round16(size_t n)
+{
+	return (n + 15) & ~(size_t)15;
+}
+
+static inline void write_header(struct pf_mhdr *h, uint32_t size, uint32_t lead, uint32_t slack)
+{
+	h->size = size;
+	h->lead = (uint16_t)lead;
+	h->slack = (uint16_t)slack;
+	h->canary = canary_of(h);
+	h->magic = PF_MAGIC_LIVE;
+}
+
+static inline size_t small_usable(const struct pf_mhdr *h)
+{
+	return h->size - h->lead;
+}
+
+/* Bytes the caller may use: in check mode only what was asked (the rest is canary). */
+static inline size_t small_visible(const struct pf_mhdr *h)
+{
+	return small_usable(h) - (check_mode() ? h->slack : 0);
+}
+
+static void write_tail(void *ptr, const struct pf_mhdr *h)
+{
+	memset((char *)ptr + small_usable(h) - h->slack, PF_TAIL_BYTE, h->slack);
+}
+
+static void verify_checked(const char *call, void *ptr, const struct pf_mhdr *h)
+{
+	if (h->canary != canary_of(h))
+		die(call, "header canary overwritten (a buffer before it overflowed?)", ptr);
+	if (h->slack == 0 || h->slack > small_usable(h))
+		die(call, "header corrupted", ptr);
+	const unsigned char *tail = (const unsigned char *)ptr + small_usable(h) - h->slack;
+	for (uint32_t i = 0; i < h->slack; i++)
+		if (tail[i] != PF_TAIL_BYTE)
+			die(call, "tail canary overwritten (the block was written past its end)", ptr);
+}
+
+/*
+ * The header of a small block, validated: aborts on a pointer that is not a
+ * live block's start. page is the head of the frag page holding ptr.
+ */
+static inline struct pf_mhdr *small_header(const char *call, void *ptr, struct pf_page *page)
+{
+	uintptr_t offset = (uintptr_t)ptr - (uintptr_t)pf__page_address(page);
+	if (PF_UNLIKELY(((uintptr_t)ptr & (PF_MIN_ALIGN - 1)) || offset < PF_HDR))
+		die(call, "invalid pointer", ptr);
+	struct pf_mhdr *h = header_of(ptr);
+	if (PF_UNLIKELY(h->magic != PF_MAGIC_LIVE)) {
+		if (h->magic == PF_MAGIC_FREED)
+			die(call, "double free detected", ptr);
+		die(call, "invalid pointer or corrupted header (a buffer before it overflowed?)", ptr);
+	}
+	if (PF_UNLIKELY(h->lead < PF_HDR || h->lead > offset || h->size <= h->lead ||
+			h->size > PF_FRAG_PAGE_SIZE))
+		die(call, "corrupted header", ptr);
+	if (check_mode())
+		verify_checked(call, ptr, h);
+	return h;
+}
+
+/* ---- small: alloc and free ------------------------------------------------------ */
+
+static inline void count_small(struct pf_thread *t)
+{
+	pf__local_inc(&t->malloc_small);
+}
+
+/* The fast path: a 16-aligned fragment in the current page, or NULL. */
+static inline void *small_fast(struct pf_thread *t, size_t size)
+{
+	struct pf_cache *c = &t->cache;
+	/* at least one byte: a zero-size block must not end where the next page starts */
+	uint32_t total = (uint32_t)round16((size ? size : 1) + PF_HDR);
+	uint32_t offset = (c->offset + 15u) & ~15u;
+	if (PF_UNLIKELY(offset + total > c->size))
+		return NULL;
+	c->offset = offset + total;
+	c->bias--;
+	pf__local_inc(&c->allocs);
+	count_small(t);
+	struct pf_mhdr *h = (struct pf_mhdr *)(c->va + offset);
+	write_header(h, total, PF_HDR, total - PF_HDR - (uint32_t)size);
+	return h + 1;
+}
+
+/* ---- small: two frag pages per thread ---------------------------------------- */
+
+/*
+ * page_frag abandons a used-up page whose fragments are still out, and the
+ * typical malloc burst frees them right after. So the malloc front keeps the
+ * used-up page one more round as the thread's spare: fragments freed on this
+ * thread hand their reference back to its bias like the current page's, and
+ * when the current page is used up in turn and every fragment of the spare
+ * is back, the spare is reused in place (no refill, no atomic frees). Only
+ * the page fields move between the two caches; the counters stay with
+ * t->cache.
+ */
+static void move_page(struct pf_cache *to, struct pf_cache *from)
+{
+	to->page = from->page;
+	to->va = from->va;
+	to->offset = from->offset;
+	to->size = from->size;
+	to->bias = from->bias;
+	to->pfmemalloc = from->pfmemalloc;
+	from->page = NULL;
+	from->va = 0;
+	from->offset = from->size = from->bias = 0;
+	from->pfmemalloc = false;
+}
+
+static bool fits(const struct pf_cache *c, uint32_t fragsz, uint32_t align)
+{
+	uint32_t offset = (c->offset + align - 1) & ~(align - 1);
+	return c->page && (uint64_t)offset + fragsz <= c->size;
+}
+
+/* The current page cannot hold fragsz: reuse the spare in place, or make the current page the spare. */
+static void rotate(struct pf_thread *t, uint32_t fragsz, uint32_t align)
+{
+	struct pf_cache *cur = &t->cache, *spare = &t->spare;
+	if (!cur->page || fits(cur, fragsz, align))
+		return;
+	if (spare->page && !spare->pfmemalloc && fragsz <= spare->size &&
+	    atomic_load_explicit(&spare->page->refcount, memory_order_acquire) == (int32_t)spare->bias) {
+		struct pf_cache used_up;
+		/* every fragment is back (refcount == bias): nobody else holds a reference */
+		atomic_store_explicit(&spare->page->refcount, PF_BIAS_FULL, memory_order_relaxed);
+		spare->bias = PF_BIAS_FULL;
+		spare->offset = 0;
+		pf__count(PF_CTR_RECYCLES, 1);
+		move_page(&used_up, cur);
+		move_page(cur, spare);
+		move_page(spare, &used_up);
+		return;
+	}
+	pf__frag_drain(spare); /* its fragments keep it alive, or it goes back */
+	move_page(spare, cur);
+}
+
+/*
+ * On this thread, while one of its caches holds the page: the reference goes
+ * back to the bias. The newest fragment gives its bytes back; the last one
+ * out gives the whole page back (a full bias means no fragment is out and
+ * none was freed elsewhere), so a burst freed in any order reuses the same,
+ * cache-hot bytes next time.
+ */
+static inline bool free_local(struct pf_thread *t, struct pf_cache *c, uintptr_t frag, uint32_t size)
+{
+	if (++c->bias == PF_BIAS_FULL)
+		c->offset = 0;
+	else if (frag + size == c->va + c->offset)
+		c->offset = (uint32_t)(frag - c->va);
+	pf__local_inc(&t->cache.bias_frees);
+	pf__local_inc(&t->frees);
+	return true;
+}
+
+/* Any small request: refills, alignment padding, check mode. NULL/ENOMEM. */
+static void *small_alloc(struct pf_thread *t, size_t size, size_t align)
+{
+	size_t lead = align > PF_HDR ? align : PF_HDR;
+	size_t used = round16(size + (check_mode() ? 1 : 0));
+	if (used == 0)
+		used = PF_MIN_ALIGN;
+	size_t frag_align = lead > PF_HDR ? lead : PF_MIN_ALIGN;
+	rotate(t, (uint32_t)(lead + used), (uint32_t)frag_align);
+	char *frag = pf__frag_alloc(&t->cache, lead + used, frag_align);
+	if (!frag)
+		return NULL;
+	count_small(t);
+	void *ptr = frag + lead;
+	struct pf_mhdr *h = header_of(ptr);
+	write_header(h, (uint32_t)(lead + used), (uint32_t)lead, (uint32_t)(used - size));
+	if (check_mode())
+		write_tail(ptr, h);
+	return ptr;
+}
+
+static inline void count_free(struct pf_thread *t)
+{
+	if (PF_LIKELY(t != NULL))
+		pf__local_inc(&t->frees);
+	else
+		pf__count(PF_CTR_RETIRED_FREES, 1);
+}
+
+static inline void small_free(const char *call, void *ptr, struct pf_page *page)
+{
+	struct pf_mhdr *h = small_header(call, ptr, page);
+	if (check_mode())
+		memset(ptr, PF_POISON_BYTE, small_usable(h));
+	h->magic = PF_MAGIC_FREED;
+	uintptr_t frag = (uintptr_t)ptr - h->lead;
+	struct pf_thread *t = pf__self;
+	if (PF_LIKELY(t != NULL)) {
+		if (t->cache.page == page) {
+			free_local(t, &t->cache, frag, h->size);
+			return;
+		}
+		if (t->spare.page == page) {
+			free_local(t, &t->spare, frag, h->size);
+			return;
+		}
+	}
+	if (PF_UNLIKELY(pf__frag_put(page) != 0))
+		die(call, "page reference count underflow (double free?)", ptr);
+	count_free(t);
+}
+
+/* On the owner thread, the newest fragment of its cache can shrink or grow in place. */
+static bool small_resize_newest(struct pf_mhdr *h, void *ptr, struct pf_page *page, size_t size)
+{
+	struct pf_thread *t = pf__self;
+	if (!t || t->cache.page != page)
+		return false;
+	struct pf_cache *c = &t->cache;
+	uintptr_t frag = (uintptr_t)ptr - h->lead;
+	if (frag + h->size != c->va + c->offset)
+		return false;
+	size_t used = round16(size + (check_mode() ? 1 : 0));
+	if (frag - c->va + h->lead + used > c->size)
+		return false;
+	h->size = (uint32_t)(h->lead + used);
+	h->slack = (uint16_t)(used - size);
+	c->offset = (uint32_t)(frag - c->va) + h->size;
+	return true;
+}
+
+/* ---- medium and large: page runs and chunk runs ------------------------------- */
+
+static unsigned order_for(size_t bytes)
+{
+	size_t pages = (bytes + PF_PAGE_SIZE - 1) >> PF_PAGE_SHIFT;
+	return pages <= 1 ? 0 : (unsigned)(64 - __builtin_clzll((unsigned long long)pages - 1));
+}
+
+static void *medium_alloc(size_t size, size_t align)
+{
+	unsigned order = order_for(size > align ? size : align);
+	struct pf_page *page = pf__pages_alloc(order, PF_GFP_NORESERVE);
+	if (!page)
+		return NULL;
+	page->flags |= PF_PF_RUN;
+	struct pf_thread *t = pf__self;
+	if (t)
+		pf__local_inc(&t->malloc_medium);
+	else
+		pf__count(PF_CTR_RETIRED_MALLOC_MEDIUM, 1);
+	return pf__page_address(page);
+}
+
+static uint32_t chunks_for(size_t size)
+{
+	return (uint32_t)((size + PF_CHUNK_SIZE - 1) / PF_CHUNK_SIZE);
+}
+
+static void *large_alloc(size_t size, size_t align, bool *fresh)
+{
+	size_t n = size ? (size + PF_CHUNK_SIZE - 1) / PF_CHUNK_SIZE : 1;
+	if (n > UINT32_MAX)
+		return NULL;
+	struct pf_page *head = pf__chunks_alloc((uint32_t)n, align, fresh);
+	if (!head)
+		return NULL;
+	pf__count(PF_CTR_MALLOC_LARGE, 1);
+	return pf__page_address(head);
+}
+
+static size_t run_bytes(const struct pf_page *head)
+{
+	if (head->flags & PF_PF_CHUNKS)
+		return (size_t)pf__chunk_run_length(head) * PF_CHUNK_SIZE;
+	return (size_t)PF_PAGE_SIZE << head->order;
+}
+
+static void run_free(const char *call, void *ptr, struct pf_page *head)
+{
+	if (PF_UNLIKELY(ptr != pf__page_address(head)))
+		die(call, "invalid pointer (inside a block, not its start)", ptr);
+	int saved = errno;
+	if (PF_UNLIKELY(pf__frag_put(head) != 0))
+		die(call, "page reference count underflow (double free?)", ptr);
+	count_free(pf__self);
+	errno = saved;
+}
+
+/* ---- lookup ----------------------------------------------------------------------- */
+
+/* Head page of the in-use block holding an arena pointer; aborts if there is none. */
+static inline struct pf_page *block_of(const char *call, void *ptr)
+{
+	struct pf_page *page = pf__page_at(pf__page_index(ptr));
+	if (pf__state(page) == PF_PS_TAIL)
+		page -= page->head_delta;
+	if (PF_UNLIKELY(pf__state(page) != PF_PS_IN_USE))
+		die(call, "invalid pointer or double free (its page is not in use)", ptr);
+	return page;
+}
+
+static inline bool is_run(const struct pf_page *head)
+{
+	return (head->flags & (PF_PF_RUN | PF_PF_CHUNKS)) != 0;
+}
+
+/* ---- pointers from elsewhere -------------------------------------------------------- */
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+/*
+ * A sanitizer build preloaded beside its runtime meets the runtime's own
+ * blocks: its interceptors (strdup and such) allocate with its allocator,
+ * and so does everything before this library's constructor (see
+ * preload.c). The runtime can say which blocks are its own, and how big.
+ */
+#define PF_SANITIZED 1
+extern int __sanitizer_get_ownership(const volatile void *p) __attribute__((weak));
+extern size_t __sanitizer_get_allocated_size(const volatile void *p) __attribute__((weak));
+
+static bool runtime_owns(const void *ptr)
+{
+	return __sanitizer_get_ownership && __sanitizer_get_ownership(ptr);
+}
+#endif
+
+/* Bytes of a block another allocator handed out, if that can be known; else SIZE_MAX. */
+static size_t foreign_size(const void *ptr)
+{
+#ifdef PF_SANITIZED
+	if (runtime_owns(ptr))
+		return __sanitizer_get_allocated_size(ptr);
+#endif
+	(void)ptr;
+	return SIZE_MAX;
+}
+
+static void foreign_free(void)
+{
+	pf__count(PF_CTR_FOREIGN_FREES, 1);
+}
+
+/* ---- entry points ------------------------------------------------------------------ */
+
+static void *out_of_memory(void)
+{
+	pf__count(PF_CTR_ALLOC_FAILURES, 1);
+	errno = ENOMEM;
+	return NULL;
+}
+
+/* Every allocation but the fast path. fresh (optional) says the memory reads as zero. */
+static void *alloc_slow(size_t size, size_t align, bool *fresh)
+{
+	int saved = errno;
+	if (size > PTRDIFF_MAX || align > PTRDIFF_MAX)
+		return out_of_memory();
+	if (!pf__init_ok())
+		return out_of_memory();
+	void *ptr = NULL;
+	bool zero = false;
+	size_t max = small_max();
+	bool small = align <= PF_MIN_ALIGN ? size <= max : align < PF_PAGE_SIZE && size + align <= max;
+	struct pf_thread *t = small ? pf__thread() : NULL;
+	if (t)
+		ptr = small_alloc(t, size, align);
+	else if (size <= PF_CHUNK_SIZE && align <= PF_CHUNK_SIZE)
+		ptr = medium_alloc(size ? size : 1, align);
+	else
+		ptr = large_alloc(size, align > PF_CHUNK_SIZE ? align : PF_CHUNK_SIZE, &zero);
+	if (!ptr)
+		return out_of_memory();
+	if (fresh)
+		*fresh = zero;
+	errno = saved;
+	return ptr;
+}
+
+void *pf__malloc(size_t size)
+{
+	struct pf_thread *t = pf__self;
+	if (PF_LIKELY(t != NULL) && PF_LIKELY(size <= small_max()) && !check_mode()) {
+		void *ptr = small_fast(t, size);
+		if (PF_LIKELY(ptr != NULL))
+			return ptr;
+	}
+	return alloc_slow(size, PF_MIN_ALIGN, NULL);
+}
+
+/*
+ * A block inside one of the calling thread's frag pages: no page metadata to
+ * look up (the cache already holds the page), no atomic operation. True if
+ * it was such a block and is now free.
+ */
+static inline bool free_in_page(struct pf_thread *t, struct pf_cache *c, void *ptr)
+{
+	uintptr_t offset = (uintptr_t)ptr - c->va;
+	if (offset >= c->size || offset < PF_HDR || check_mode())
+		return false;
+	struct pf_mhdr *h = header_of(ptr);
+	if (PF_UNLIKELY(h->magic != PF_MAGIC_LIVE || h->lead > offset || ((uintptr_t)ptr & 15)))
+		return false; /* the full checks say what is wrong */
+	h->magic = PF_MAGIC_FREED;
+	return free_local(t, c, (uintptr_t)ptr - h->lead, h->size);
+}
+
+void pf__free(void *ptr)
+{
+	struct pf_thread *t = pf__self;
+	if (PF_LIKELY(t != NULL) && (free_in_page(t, &t->cache, ptr) || free_in_page(t, &t->spare, ptr)))
+		return;
+	if (PF_UNLIKELY(!pf__in_arena(ptr))) {
+		if (ptr)
+			foreign_free();
+		return;
+	}
+	struct pf_page *page = block_of("free", ptr);
+	if (PF_UNLIKELY(is_run(page)))
+		run_free("free", ptr, page);
+	else
+		small_free("free", ptr, page);
+}
+
+void *pf__calloc(size_t n, size_t size)
+{
+	size_t total;
+	if (__builtin_mul_overflow(n, size, &total))
+		return out_of_memory();
+	bool fresh = false;
+	void *ptr = alloc_slow(total, PF_MIN_ALIGN, &fresh);
+	if (ptr && !fresh)
+		memset(ptr, 0, total);
+	return ptr;
+}
+
+static size_t usable_size(void *ptr, struct pf_page *page)
+{
+	if (is_run(page))
+		return run_bytes(page);
+	return small_visible(small_header("malloc_usable_size", ptr, page));
+}
+
+size_t pf__malloc_usable_size(void *ptr)
+{
+	if (!ptr)
+		return 0;
+	if (!pf__in_arena(ptr)) {
+		size_t size = foreign_size(ptr);
+		return size == SIZE_MAX ? 0 : size;
+	}
+	struct pf_page *page = block_of("malloc_usable_size", ptr);
+	if (is_run(page) && ptr != pf__page_address(page))
+		die("malloc_usable_size", "invalid pointer (inside a block, not its start)", ptr);
+	return usable_size(ptr, page);
+}
+
+/* Move to a new block: copy, free the old one. NULL/ENOMEM leaves the old one alone. */
+static void *realloc_move(void *ptr, size_t old_size, size_t size, bool free_old)
+{
+	void *fresh = pf__malloc(size);
+	if (!fresh)
+		return NULL;
+	memcpy(fresh, ptr, old_size < size ? old_size : size);
+	if (free_old)
+		pf__free(ptr);
+	return fresh;
+}
+
+static void *realloc_foreign(void *ptr, size_t size)
+{
+	size_t old = foreign_size(ptr);
+	if (old == SIZE_MAX) { /* nobody can say how many bytes are there */
+		foreign_free();
+		return out_of_memory();
+	}
+	return realloc_move(ptr, old, size, false); /* the old block is not ours to free */
+}
+
+static void *realloc_small(void *ptr, struct pf_page *page, size_t size)
+{
+	struct pf_mhdr *h = small_header("realloc", ptr, page);
+	size_t usable = small_usable(h);
+	if (size <= small_max() && small_resize_newest(h, ptr, page, size)) {
+		if (check_mode())
+			write_tail(ptr, h);
+		return ptr;
+	}
+	if (size + (check_mode() ? 1 : 0) <= usable) { /* shrink in place */
+		h->slack = (uint16_t)(usable - size);
+		if (check_mode())
+			write_tail(ptr, h);
+		return ptr;
+	}
+	return realloc_move(ptr, small_visible(h), size, true);
+}
+
+static void *realloc_run(void *ptr, struct pf_page *head, size_t size)
+{
+	if (PF_UNLIKELY(ptr != pf__page_address(head)))
+		die("realloc", "invalid pointer (inside a block, not its start)", ptr);
+	size_t bytes = run_bytes(head);
+	if (head->flags & PF_PF_CHUNKS) {
+		if (size > PF_CHUNK_SIZE / 2 && size <= PTRDIFF_MAX) {
+			int saved = errno;
+			if (pf__chunks_resize(head, chunks_for(size)) == 0) {
+				errno = saved;
+				return ptr;
+			}
+			errno = saved;
+		}
+	} else if (size <= bytes && (size > bytes / 2 || size > small_max())) {
+		return ptr; /* same order, or as small as a page run gets */
+	}
+	return realloc_move(ptr, bytes, size, true);
+}
+
+void *pf__realloc(void *ptr, size_t size)
+{
+	if (!ptr)
+		return pf__malloc(size);
+	if (size == 0) { /* glibc frees and returns NULL */
+		pf__free(ptr);
+		return NULL;
+	}
+	if (!pf__in_arena(ptr))
+		return realloc_foreign(ptr, size);
+	if (size > PTRDIFF_MAX)
+		return out_of_memory();
+	struct pf_page *page = block_of("realloc", ptr);
+	if (is_run(page))
+		return realloc_run(ptr, page, size);
+	return realloc_small(ptr, page, size);
+}
+
+void *pf__reallocarray(void *ptr, size_t n, size_t size)
+{
+	size_t total;
+	if (__builtin_mul_overflow(n, size, &total))
+		return out_of_memory();
+	return pf__realloc(ptr, total);
+}
+
+static bool power_of_two(size_t x)
+{
+	return x != 0 && (x & (x - 1)) == 0;
+}
+
+/* glibc's memalign: small alignments are malloc's, others round up to a power of two. */
+void *pf__memalign(size_t align, size_t size)
+{
+	if (align <= PF_MIN_ALIGN)
+		return pf__malloc(size);
+	if (align > SIZE_MAX / 2 + 1) {
+		errno = EINVAL;
+		return NULL;
+	}
+	if (!power_of_two(align))
+		align = (size_t)1 << (64 - __builtin_clzll((unsigned long long)align));
+	return alloc_slow(size, align, NULL);
+}
+
+void *pf__aligned_alloc(size_t align, size_t size)
+{
+	return pf__memalign(align, size);
+}
+
+int pf__posix_memalign(void **out, size_t align, size_t size)
+{
+	if (align % sizeof(void *) != 0 || !power_of_two(align))
+		return EINVAL;
+	int saved = errno;
+	void *ptr = align <= PF_MIN_ALIGN ? pf__malloc(size) : alloc_slow(size, align, NULL);
+	errno = saved;
+	if (!ptr)
+		return ENOMEM;
+	*out = ptr;
+	return 0;
+}
+
+void *pf__valloc(size_t size)
+{
+	return alloc_slow(size, PF_PAGE_SIZE, NULL);
+}
+
+void *pf__pvalloc(size_t size)
+{
+	if (size > SIZE_MAX - 2 * PF_PAGE_SIZE)
+		return out_of_memory();
+	size_t rounded = (size + PF_PAGE_SIZE - 1) & ~(size_t)(PF_PAGE_SIZE - 1);
+	return alloc_slow(rounded ? rounded : PF_PAGE_SIZE, PF_PAGE_SIZE, NULL);
+}

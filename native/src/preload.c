@@ -1,0 +1,288 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/*
+ * preload: libc's allocation names, so that `LD_PRELOAD=libpyfrag.so program`
+ * puts every allocation of an unmodified program on pyfrag. The only symbols
+ * of the library with default visibility besides the C API.
+ *
+ * - Only a preloaded library takes over: on the first call the names decide,
+ *   once, whether LD_PRELOAD names a libpyfrag. If it does, each name is a
+ *   tail call into malloc.c, which initialises pyfrag on that first call,
+ *   whenever it comes (the dynamic loader and libc call malloc before any
+ *   constructor runs): options are read from environ by hand, the thread
+ *   state lives behind one initial-exec TLS pointer and comes from meta.c's
+ *   pools, and nothing on the way calls dlsym, getenv or stdio. If it does
+ *   not (a program linked against libpyfrag.so for the C API), every name
+ *   forwards to glibc's own allocator (__libc_malloc and friends), so such a
+ *   program keeps glibc's malloc and its pointers stay glibc's. (A test
+ *   program that frees a block another allocator made does that on glibc
+ *   too: the forwarding is only for programs that never preload us.)
+ * - Thread exit is thread.c's pthread key destructor: the cache is drained and
+ *   the page lists go back.
+ * - fork: the handlers hold pf__init_lock, pf__meta_lock and pf__page_lock
+ *   across fork(), so the child never inherits one held by a thread that does
+ *   not exist there; the child re-arms them and forgets the other threads'
+ *   states. They are registered by the constructor, not on the allocation
+ *   path (pthread_atfork may allocate).
+ * - When the library is dlopen'ed (ctypes, RTLD_LOCAL) these names are not in
+ *   the global scope and are never called: the process keeps its own malloc.
+ *   `preloaded` (for the exit summary) checks both where the process's malloc
+ *   resolves and the decision above.
+ * - PYFRAG_STATS=1: a summary on stderr at exit, from the preloaded copy.
+ */
+#include "internal.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <malloc.h>
+#include <stdlib.h>
+#include <string.h>
+
+/*
+ * A sanitizer build of the library is instrumented, and instrumented code
+ * cannot run before the sanitizer runtime is up (its shadow memory is not
+ * mapped yet), yet the runtime's own start calls malloc. So in such a build
+ * the names hand everything to the runtime's allocator (its exported
+ * __interceptor_* entry points) until this library's constructor has run
+ * (the runtime is one of its dependencies, so it is up by then), and are not
+ * instrumented themselves. malloc.c recognises the runtime's blocks later.
+ * Elsewhere the other allocator is glibc's, under its __libc_* names.
+ */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define PF_SANITIZED 1
+#define PF_UNINSTRUMENTED __attribute__((no_sanitize("address"), no_sanitize("thread")))
+static _Atomic bool runtime_up;
+#define OTHER(name) __interceptor_##name
+#else
+#define PF_UNINSTRUMENTED
+#define OTHER(name) __libc_##name
+#endif
+
+#define PF_EXPORT __attribute__((visibility("default"))) PF_UNINSTRUMENTED
+
+void cfree(void *ptr);
+void free_sized(void *ptr, size_t size);
+void free_aligned_sized(void *ptr, size_t align, size_t size);
+
+/* The other allocator: glibc's (GLIBC_2.2.5 names), or a sanitizer runtime's. */
+extern void *OTHER(malloc)(size_t size);
+extern void *OTHER(calloc)(size_t n, size_t size);
+extern void *OTHER(realloc)(void *ptr, size_t size);
+extern void OTHER(free)(void *ptr);
+extern void *OTHER(memalign)(size_t align, size_t size);
+extern void *OTHER(valloc)(size_t size);
+extern void *OTHER(pvalloc)(size_t size);
+
+/* ---- whose malloc ----------------------------------------------------------------- */
+
+enum { MODE_UNDECIDED, MODE_PYFRAG, MODE_LIBC };
+static _Atomic int mode;
+
+/* Does this LD_PRELOAD list (space or colon separated) name a libpyfrag? */
+static bool names_pyfrag(const char *list)
+{
+	while (list && *list) {
+		size_t len = strcspn(list, " :");
+		const char *base = list;
+		for (const char *p = list; p < list + len; p++)
+			if (*p == '/')
+				base = p + 1;
+		if ((size_t)(list + len - base) >= 9 && strncmp(base, "libpyfrag", 9) == 0)
+			return true;
+		list += len;
+		list += strspn(list, " :");
+	}
+	return false;
+}
+
+static __attribute__((noinline)) bool decide(void)
+{
+	extern char **environ;
+	/* environ is set before the first malloc in practice; if not, assume a preload */
+	int want = !environ || names_pyfrag(pf__env_value("LD_PRELOAD")) ? MODE_PYFRAG : MODE_LIBC;
+	int expected = MODE_UNDECIDED;
+	atomic_compare_exchange_strong(&mode, &expected, want);
+	return atomic_load(&mode) == MODE_PYFRAG;
+}
+
+static inline PF_UNINSTRUMENTED bool ours(void)
+{
+	int m = atomic_load_explicit(&mode, memory_order_relaxed);
+	if (PF_LIKELY(m == MODE_PYFRAG))
+		return true;
+#ifdef PF_SANITIZED
+	if (!atomic_load_explicit(&runtime_up, memory_order_acquire))
+		return false;
+#endif
+	return m == MODE_UNDECIDED && decide();
+}
+
+/* ---- the names ------------------------------------------------------------------------ */
+
+PF_EXPORT void *malloc(size_t size)
+{
+	return ours() ? pf__malloc(size) : OTHER(malloc)(size);
+}
+
+PF_EXPORT void free(void *ptr)
+{
+	if (ours())
+		pf__free(ptr);
+	else
+		OTHER(free)(ptr);
+}
+
+PF_EXPORT void *calloc(size_t n, size_t size)
+{
+	return ours() ? pf__calloc(n, size) : OTHER(calloc)(n, size);
+}
+
+PF_EXPORT void *realloc(void *ptr, size_t size)
+{
+	return ours() ? pf__realloc(ptr, size) : OTHER(realloc)(ptr, size);
+}
+
+PF_EXPORT void *reallocarray(void *ptr, size_t n, size_t size)
+{
+	if (ours())
+		return pf__reallocarray(ptr, n, size);
+	size_t total;
+	if (__builtin_mul_overflow(n, size, &total)) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	return OTHER(realloc)(ptr, total);
+}
+
+PF_EXPORT void cfree(void *ptr)
+{
+	free(ptr);
+}
+
+/* C23; glibc 2.39 has them: programs built against it call these. */
+PF_EXPORT void free_sized(void *ptr, size_t size)
+{
+	(void)size;
+	free(ptr);
+}
+
+PF_EXPORT void free_aligned_sized(void *ptr, size_t align, size_t size)
+{
+	(void)align;
+	(void)size;
+	free(ptr);
+}
+
+PF_EXPORT int posix_memalign(void **out, size_t align, size_t size)
+{
+	if (ours())
+		return pf__posix_memalign(out, align, size);
+	if (align % sizeof(void *) != 0 || align == 0 || (align & (align - 1)) != 0)
+		return EINVAL;
+	int saved = errno;
+	void *ptr = OTHER(memalign)(align, size);
+	errno = saved;
+	if (!ptr)
+		return ENOMEM;
+	*out = ptr;
+	return 0;
+}
+
+PF_EXPORT void *aligned_alloc(size_t align, size_t size)
+{
+	return ours() ? pf__aligned_alloc(align, size) : OTHER(memalign)(align, size);
+}
+
+PF_EXPORT void *memalign(size_t align, size_t size)
+{
+	return ours() ? pf__memalign(align, size) : OTHER(memalign)(align, size);
+}
+
+PF_EXPORT void *valloc(size_t size)
+{
+	return ours() ? pf__valloc(size) : OTHER(valloc)(size);
+}
+
+PF_EXPORT void *pvalloc(size_t size)
+{
+	return ours() ? pf__pvalloc(size) : OTHER(pvalloc)(size);
+}
+
+PF_EXPORT size_t malloc_usable_size(void *ptr)
+{
+	if (ours())
+		return pf__malloc_usable_size(ptr);
+#ifdef PF_SANITIZED
+	extern size_t __interceptor_malloc_usable_size(void *ptr);
+	return __interceptor_malloc_usable_size(ptr);
+#else
+	/* glibc has no other name for it: found once, off pyfrag's own path */
+	static size_t (*_Atomic libc_usable)(void *);
+	size_t (*fn)(void *) = atomic_load_explicit(&libc_usable, memory_order_acquire);
+	if (!fn) {
+		fn = (size_t (*)(void *))dlsym(RTLD_NEXT, "malloc_usable_size");
+		atomic_store_explicit(&libc_usable, fn, memory_order_release);
+	}
+	return fn && ptr ? fn(ptr) : 0;
+#endif
+}
+
+/* ---- preloaded or dlopen'ed ----------------------------------------------------- */
+
+/* Our own malloc, reached without the GOT: the process's malloc is ours iff they match. */
+extern void *pf__own_malloc(size_t size) __attribute__((alias("malloc"), visibility("hidden"),
+	malloc, alloc_size(1), nothrow, leaf));
+
+static bool preloaded;
+static int stats_fd = -1; /* a copy of stderr: programs such as coreutils close fd 2 at exit */
+
+/* ---- fork ------------------------------------------------------------------------------ */
+
+static void fork_prepare(void)
+{
+	pthread_mutex_lock(&pf__init_lock);
+	pthread_mutex_lock(&pf__meta_lock);
+	pthread_mutex_lock(&pf__page_lock);
+}
+
+static void fork_parent(void)
+{
+	pthread_mutex_unlock(&pf__page_lock);
+	pthread_mutex_unlock(&pf__meta_lock);
+	pthread_mutex_unlock(&pf__init_lock);
+}
+
+static void fork_child(void)
+{
+	pthread_mutex_init(&pf__page_lock, NULL);
+	pthread_mutex_init(&pf__meta_lock, NULL);
+	pthread_mutex_init(&pf__init_lock, NULL);
+	if (atomic_load(&pf__ready) == 1)
+		pf__thread_forget_others();
+}
+
+/* ---- constructor and exit ---------------------------------------------------------- */
+
+__attribute__((constructor)) static void preload_init(void)
+{
+	int saved = errno;
+#ifdef PF_SANITIZED
+	atomic_store_explicit(&runtime_up, true, memory_order_release);
+#endif
+	/* a volatile read keeps the compiler from folding the GOT load into a constant */
+	void *(*volatile process_malloc)(size_t) = malloc;
+	preloaded = process_malloc == pf__own_malloc && ours();
+	(void)pthread_atfork(fork_prepare, fork_parent, fork_child);
+	pf__options_load();
+	if (preloaded && PF_OPT(stats))
+		stats_fd = fcntl(2, F_DUPFD_CLOEXEC, 100);
+	errno = saved;
+}
+
+__attribute__((destructor)) static void preload_fini(void)
+{
+	if (!preloaded)
+		return;
+	if (PF_OPT(stats))
+		pf__stats_print(stats_fd >= 0 ? stats_fd : 2);
+}
