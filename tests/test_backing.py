@@ -133,3 +133,43 @@ def test_hugetlb_pool_running_dry_fails_cleanly():
     assert result["after"], "allocation works again once another backing is allowed"
     assert result["stats"]["chunks_hugetlb"] <= free_pages
     assert result["stats"]["commit_failures"] >= 1
+
+
+# Parent fills hugetlb chunks until the pool is dry, forks, and the child writes
+# every byte: without the fork handler's unsharing the child's copy-on-write
+# would need hugepages the pool does not have, and the kernel answers SIGBUS.
+FORK_ON_DRY_POOL = r"""
+import ctypes, os, pyfrag
+cache = pyfrag.FragCache()
+frags = []
+try:
+    while True:
+        frags.append(cache.alloc(32768))
+except MemoryError:
+    pass
+for f in frags:
+    ctypes.memset(f.address, 0x11, f.size)
+pid = os.fork()
+if pid == 0:
+    for f in frags:
+        ctypes.memset(f.address, 0x22, f.size)
+    os._exit(0 if all(ctypes.string_at(f.address, 1) == b"\x22" for f in frags) else 3)
+_, status = os.waitpid(pid, 0)
+parent_intact = all(ctypes.string_at(f.address, 1) == b"\x11" for f in frags)
+print(len(frags), os.waitstatus_to_exitcode(status), parent_intact)
+"""
+
+
+@needs_hugepages
+@pytest.mark.skipif(meminfo("HugePages_Free") > 256,
+                    reason="hugetlb pool too large to drain in a test")
+def test_fork_child_writes_hugetlb_memory_with_the_pool_dry():
+    env = dict(os.environ, PYTHONPATH=PACKAGE_PARENT, PYFRAG_HUGEPAGES="hugetlb",
+               PYFRAG_RESERVE="0")
+    proc = subprocess.run([sys.executable, "-c", FORK_ON_DRY_POOL], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    count, child_exit, parent_intact = proc.stdout.split()
+    assert int(count) >= 64 * 8, "the parent should hold several hugetlb chunks"
+    assert child_exit == "0", "the child died writing its copy (SIGBUS is -7)"
+    assert parent_intact == "True", "the child's writes must not reach the parent"

@@ -280,3 +280,22 @@ uint32_t pf__arena_commit_reserve(uint32_t pages)
 	pf__arena.chunk_backing[slot] = PF_BACKING_4K;
 	return slot * PF_CHUNK_PAGES;
 }
+
+bool pf__arena_has_hugetlb(void)
+{
+	return pf__arena_counts.by_backing[PF_BACKING_HUGETLB] > 0;
+}
+
+void pf__arena_unshare_hugetlb(void)
+{
+	for (uint32_t slot = 0; slot < pf__arena.next_fresh_slot; slot++) {
+		if (pf__arena.chunk_backing[slot] != PF_BACKING_HUGETLB)
+			continue;
+		void *addr = (void *)(pf__arena.base + (uintptr_t)slot * PF_CHUNK_SIZE);
+		if (pf__os_unshare_hugetlb(addr, PF_CHUNK_SIZE) != 0)
+			continue; /* out of memory: keep the hugetlb chunk, as without this step */
+		pf__arena.chunk_backing[slot] = PF_BACKING_THP;
+		pf__arena_counts.by_backing[PF_BACKING_HUGETLB]--;
+		pf__arena_counts.by_backing[PF_BACKING_THP]++;
+	}
+}

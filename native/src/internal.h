@@ -256,6 +256,12 @@ PF_INTERNAL void pf__arena_release_run(uint32_t first_page, uint32_t n);
 PF_INTERNAL int pf__arena_extend_run(uint32_t first_page, uint32_t n, uint32_t more);
 /* Commit the reserve pages in the last slot; returns their first page number or PF_NIL. */
 PF_INTERNAL uint32_t pf__arena_commit_reserve(uint32_t pages);
+/* Any hugetlb chunk committed now? (caller holds pf__page_lock) */
+PF_INTERNAL bool pf__arena_has_hugetlb(void);
+/* In a fork child: replace every hugetlb chunk by anonymous memory with the same bytes. */
+PF_INTERNAL void pf__arena_unshare_hugetlb(void);
+/* os.c: one chunk's worth of that (see there). 0 or -1. */
+PF_INTERNAL int pf__os_unshare_hugetlb(void *addr, size_t size);
 
 struct pf_arena_counts {
 	uint64_t by_backing[4]; /* committed chunks per enum pf_backing */

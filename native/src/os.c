@@ -17,6 +17,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <string.h>
 #include <sys/mman.h>
 
 #ifndef MAP_HUGETLB
@@ -117,4 +118,35 @@ void *pf__os_map_meta(size_t size)
 void pf__os_unmap(void *addr, size_t size)
 {
 	munmap(addr, size);
+}
+
+/*
+ * fork and hugetlb: a MAP_PRIVATE hugetlb page written after fork needs a
+ * fresh hugepage for the copy, and where the pool has none the kernel sends
+ * SIGBUS (to the child, or it unmaps the page from the child to save the
+ * parent). So the child trades each inherited hugetlb chunk for anonymous
+ * memory holding the same bytes before it runs on. Reading does not copy;
+ * a chunk the parent never touched has no page to read and is just replaced.
+ */
+int pf__os_unshare_hugetlb(void *addr, size_t size)
+{
+	unsigned char resident = 0;
+	bool touched = mincore(addr, PF_PAGE_SIZE, &resident) != 0 || (resident & 1);
+	int flags = MAP_PRIVATE | MAP_ANONYMOUS;
+	if (!touched) {
+		if (mmap(addr, size, PROT_READ | PROT_WRITE, flags | MAP_FIXED, -1, 0) == MAP_FAILED)
+			return -1;
+		(void)madvise(addr, size, MADV_HUGEPAGE);
+		return 0;
+	}
+	void *copy = mmap(NULL, size, PROT_READ | PROT_WRITE, flags, -1, 0);
+	if (copy == MAP_FAILED)
+		return -1;
+	(void)madvise(copy, size, MADV_HUGEPAGE);
+	memcpy(copy, addr, size);
+	if (mremap(copy, size, size, MREMAP_MAYMOVE | MREMAP_FIXED, addr) == MAP_FAILED) {
+		munmap(copy, size);
+		return -1;
+	}
+	return 0;
 }

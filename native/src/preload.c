@@ -37,6 +37,7 @@
 #include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /*
  * A sanitizer build of the library is instrumented, and instrumented code
@@ -238,27 +239,56 @@ static int stats_fd = -1; /* a copy of stderr: programs such as coreutils close 
 
 /* ---- fork ------------------------------------------------------------------------------ */
 
+/*
+ * With hugetlb chunks the child must trade them for anonymous memory (see
+ * pf__os_unshare_hugetlb) before the parent writes to them: the parent waits
+ * for the child to close the write end of this pipe, or for EOF if fork failed.
+ */
+static int fork_sync[2] = { -1, -1 };
+
 static void fork_prepare(void)
 {
+	int saved = errno;
 	pthread_mutex_lock(&pf__init_lock);
 	pthread_mutex_lock(&pf__meta_lock);
 	pthread_mutex_lock(&pf__page_lock);
+	if (atomic_load(&pf__ready) == 1 && pf__arena_has_hugetlb() && pipe2(fork_sync, O_CLOEXEC) != 0)
+		fork_sync[0] = fork_sync[1] = -1;
+	errno = saved;
 }
 
 static void fork_parent(void)
 {
+	int saved = errno;
+	if (fork_sync[0] >= 0) {
+		char byte;
+		close(fork_sync[1]);
+		while (read(fork_sync[0], &byte, 1) < 0 && errno == EINTR)
+			;
+		close(fork_sync[0]);
+		fork_sync[0] = fork_sync[1] = -1;
+	}
 	pthread_mutex_unlock(&pf__page_lock);
 	pthread_mutex_unlock(&pf__meta_lock);
 	pthread_mutex_unlock(&pf__init_lock);
+	errno = saved;
 }
 
 static void fork_child(void)
 {
+	int saved = errno;
 	pthread_mutex_init(&pf__page_lock, NULL);
 	pthread_mutex_init(&pf__meta_lock, NULL);
 	pthread_mutex_init(&pf__init_lock, NULL);
+	if (fork_sync[0] >= 0) {
+		close(fork_sync[0]);
+		pf__arena_unshare_hugetlb();
+		close(fork_sync[1]);
+		fork_sync[0] = fork_sync[1] = -1;
+	}
 	if (atomic_load(&pf__ready) == 1)
 		pf__thread_forget_others();
+	errno = saved;
 }
 
 /* ---- constructor and exit ---------------------------------------------------------- */
