@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import time
 
@@ -107,6 +108,10 @@ def add_parser(subparsers) -> None:
     add("--plot", metavar="PATH.png", help="draw RSS over time per worker (needs matplotlib: "
         "pip install 'pyfrag[plot]')")
     add("-q", "--quiet", action="store_true", help="no live progress")
+    add("--cmd", metavar='"PROGRAM ARGS"', type=_command,
+        help="instead of the native workloads, run WORKERS instances of PROGRAM under the "
+        "preload (PYFRAG_STATS=1), sample their RSS and hugepages, collect pyfrag's statistics "
+        "from each, and judge exit status, signals, failed allocations and invalid frees")
     faults = parser.add_argument_group("fault injection (tests the checks themselves)")
     faults.add_argument("--fault-leak", type=_count(1, 2**62), default=0, metavar="N",
                         help="workers leak every Nth fragment (at most %d per worker)"
@@ -114,6 +119,24 @@ def add_parser(subparsers) -> None:
     faults.add_argument("--fault-crash", nargs="?", const=0, type=_count(0, 255), metavar="WORKER",
                         help="worker WORKER (0) dies of SIGSEGV halfway through its run")
     parser.set_defaults(run=run)
+
+
+def _command(text: str) -> tuple:
+    try:
+        argv = tuple(shlex.split(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError("cannot split %r: %s" % (text, exc)) from None
+    if not argv:
+        raise argparse.ArgumentTypeError("needs a program to run")
+    return argv
+
+
+def job_from(args, params: stress.Params):
+    """The job each worker runs: the native workload, or the --cmd program."""
+    if not args.cmd:
+        return None  # stress.run's default, the native job
+    from .stress_cmd import CommandJob
+    return CommandJob(args.cmd, params.deadline)
 
 
 def params_from(args) -> stress.Params:
@@ -237,6 +260,11 @@ def format_table(report: stress.Report) -> str:
 
 def _summary(report: stress.Report) -> str:
     p = report.params
+    if report.ok and report.workers and report.workers[0].retain is None:
+        n = len(report.workers)
+        return ("ok (%d instance%s, %.1f s): every instance exited 0 under the preload, no "
+                "allocation failed,\n    no invalid free\n" % (n, "" if n == 1 else "s",
+                                                           report.elapsed))
     if report.ok:
         n = len(report.workers)
         return ("ok (%d worker%s, %.1f s): every fragment freed, no page in use after drain,\n"
@@ -252,6 +280,10 @@ def _summary(report: stress.Report) -> str:
 def format_report(report: stress.Report) -> str:
     p = report.params
     length = "%d ops per worker" % p.ops if p.ops else "%g s" % p.duration
+    if report.command:
+        title = ("pyfrag stress --cmd %s: %d instances, start method %s\n\n"
+                 % (shlex.join(report.command), p.workers, p.start_method))
+        return title + format_table(report) + "\n" + _summary(report)
     title = ("pyfrag stress: %s, %d workers x %d pair%s, %s, sizes %s, start method %s\n\n"
              % (p.workload, p.workers, p.pairs, "" if p.pairs == 1 else "s", length, p.sizes.text,
                 p.start_method))
@@ -293,8 +325,15 @@ def write_plot(report: stress.Report, path: str, plt) -> None:
 
 # ---- the command -----------------------------------------------------------------------------
 
+def stress_job_errors() -> tuple:
+    from .stress_cmd import CommandError
+    return (CommandError,)
+
+
 def _check_args(args):
     """A usage error message, or None."""
+    if args.cmd and (args.fault_leak or args.fault_crash is not None):
+        return "--fault-leak and --fault-crash act on the native workloads, not on --cmd"
     if args.fault_crash is not None and args.fault_crash >= args.workers:
         return "--fault-crash %d: there are only %d workers" % (args.fault_crash, args.workers)
     for path in (args.json, args.plot):
@@ -317,8 +356,11 @@ def run(args) -> int:
     params = params_from(args)
     view = stress.NullView() if args.quiet else ProgressView(sys.stderr, params)
     started = time.monotonic()
+    job = job_from(args, params)
     try:
-        report = stress.run(params, view=view)
+        report = stress.run(params, job=job, view=view)
+    except stress_job_errors() as exc:
+        return _usage_error(str(exc))
     except KeyboardInterrupt:
         print("pyfrag stress: interrupted after %.1f s; every worker was stopped"
               % (time.monotonic() - started), file=sys.stderr)

@@ -75,3 +75,36 @@ def run(cmd: Sequence[str], **options) -> int:
         raise TypeError("cmd is a list of arguments, e.g. ['python3', '-c', 'print(1)']")
     env = preload_env(**options)
     return exit_code(subprocess.call(list(cmd), env=env))
+
+
+# ---- reading PYFRAG_STATS=1 summaries ----------------------------------------------------------
+
+_SUMMARY_HEAD = re.compile(r"^pyfrag stats \((?P<program>.*), pid (?P<pid>\d+)\):$")
+_SUMMARY_LINE = re.compile(r"^  (?P<section>\S.*?)\s{2,}(?P<items>\S.*)$")
+_SUMMARY_ITEM = re.compile(r"^(?P<label>.*?) (?P<value>\d+)$")
+
+
+def parse_stats_summaries(text: str) -> list[dict]:
+    """The summaries PYFRAG_STATS=1 printed into text (one per process that exited), in order.
+
+    Each is {"program": str, "pid": int, "counters": {"section label": int}}, e.g.
+    counters["allocations small (page_frag)"]. Lines that are not part of a summary
+    (the program's own stderr) are skipped.
+    """
+    summaries: list[dict] = []
+    current = None
+    for line in text.splitlines():
+        head = _SUMMARY_HEAD.match(line)
+        if head:
+            current = {"program": head["program"], "pid": int(head["pid"]), "counters": {}}
+            summaries.append(current)
+            continue
+        body = _SUMMARY_LINE.match(line) if current is not None else None
+        if not body:
+            current = None
+            continue
+        for item in re.split(r"[,;] ", body["items"]):
+            found = _SUMMARY_ITEM.match(item.strip())
+            if found:
+                current["counters"]["%s %s" % (body["section"], found["label"])] = int(found["value"])
+    return summaries

@@ -28,10 +28,9 @@ Contract:
 - A job is any picklable object with `label(index) -> str`,
   `prepare() -> None` (in the parent, before any worker starts: fail early)
   and `run_in_worker(index, slot) -> dict` (in the worker; the dict's keys
-  are those of `NativeJob.run_in_worker`). That is where a `--cmd` job (an
-  external program under the preload) will plug in: its worker would put
-  the program's pid in the slot's TARGET_PID word so the parent samples that
-  process.
+  are those of `NativeJob.run_in_worker`). `pyfrag.stress_cmd.CommandJob`
+  (`--cmd`) is the other: its worker puts the program's pid in the slot's
+  TARGET_PID word so the parent samples that process.
 - The command, not `run()`, calls `stop_helpers()` before exiting.
 - Importing this module loads neither libpyfrag.so nor psutil.
 """
@@ -536,6 +535,7 @@ class Report:
     workers: list
     elapsed: float = 0.0
     library: str | None = None  # path of the libpyfrag.so the parent checked, if it loaded one
+    command: tuple | None = None  # the --cmd program, when the job ran one
 
     @property
     def violations(self) -> list:
@@ -548,7 +548,8 @@ class Report:
     def to_json(self) -> dict:
         return {"params": self.params.to_json(), "workers": [w.to_json() for w in self.workers],
                 "ok": self.ok, "violations": [v.to_json() for v in self.violations],
-                "elapsed_s": self.elapsed, "library": self.library}
+                "elapsed_s": self.elapsed, "library": self.library,
+                "command": list(self.command) if self.command else None}
 
 
 def rss_bound(report: WorkerReport, slack: int) -> int | None:
@@ -666,7 +667,7 @@ class _Running:
 
 # ---- the parent: verdicts --------------------------------------------------------------------
 
-def _signal_name(number: int) -> str:
+def signal_name(number: int) -> str:
     try:
         return signal.Signals(number).name
     except ValueError:
@@ -688,7 +689,7 @@ def _exit_violation(w: _Running, params: Params, has_result: bool):
         why = " (--fault-crash asked for this)" if params.fault_crash == r.index else ""
         return Violation(r.index, r.pid, "crash", "died of %s (signal %d) %.1f s after its start, "
                          "while %s, after %d ops%s"
-                         % (_signal_name(-code), -code, r.ended_at - r.started_at, w.phase, r.ops,
+                         % (signal_name(-code), -code, r.ended_at - r.started_at, w.phase, r.ops,
                             why))
     if not has_result:
         text = w.result[1] if w.result else ""
@@ -707,9 +708,11 @@ def _judge_result(w: _Running, params: Params) -> None:
     r.ops, r.elapsed_ns = data["ops"], data["elapsed_ns"]
     r.pre_rss, r.final_rss, r.retain = data["pre_rss"], data["final_rss"], data["retain"]
     r.hugepage, r.counts, r.stats_after = data["hugepage"], data["counts"], data["stats_after"]
-    r.peak_rss = max(r.peak_rss, r.pre_rss, r.final_rss)
+    r.peak_rss = max(r.peak_rss, r.pre_rss or 0, r.final_rss or 0)
     for check, message in data["violations"]:
         r.violations.append(Violation(r.index, r.pid, check, message))
+    if not data.get("check_rss", True):
+        return  # a job whose process ends (--cmd): no pre-run RSS to come back to
     bound = rss_bound(r, params.rss_slack)
     growth = r.final_rss - r.pre_rss
     if growth > bound:
@@ -849,4 +852,5 @@ def run(params: Params, job=None, view=None) -> Report:
     for w in running:
         _judge(w, params)
     library = _lib.library_path() if _lib.is_loaded() else None
-    return Report(params, [w.report for w in running], time.monotonic() - start, library)
+    return Report(params, [w.report for w in running], time.monotonic() - start, library,
+                  getattr(job, "argv", None))
