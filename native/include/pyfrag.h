@@ -99,7 +99,8 @@ PF_API int pf_free(void *addr);
 
 /* ---- memory ----------------------------------------------------------- */
 
-/* Flush the caller's page lists; return empty chunks beyond PYFRAG_RETAIN to the OS. Returns chunks released. */
+/* Flush the caller's page lists; return empty chunks beyond PYFRAG_RETAIN to the OS.
+ * Returns the chunks released while it ran (by any thread). */
 PF_API size_t pf_trim(void);
 
 /* ---- options (see native/src/options.c for the table) ------------------ */

@@ -259,10 +259,14 @@ size_t pf_trim(void)
 {
 	if (atomic_load(&pf__ready) != 1)
 		return 0;
+	/* the flush may already release chunks: count them all by the counter */
+	uint64_t before = atomic_load_explicit(&pf__counters[PF_CTR_CHUNK_RELEASES], memory_order_relaxed);
 	struct pf_thread *t = pf__self;
 	if (t)
 		pf__pcp_flush(&t->pcp);
-	return pf__release_empty_chunks();
+	pf__release_empty_chunks();
+	return (size_t)(atomic_load_explicit(&pf__counters[PF_CTR_CHUNK_RELEASES], memory_order_relaxed) -
+			before);
 }
 
 /* ---- debug queries ------------------------------------------------------------------ */
