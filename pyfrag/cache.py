@@ -18,6 +18,9 @@ Contract:
   FragError and the fragment stays allocated: drop or release the holder and
   call free() again. Fragments never freed are leaked, like malloc: their
   address may have been handed to C, so nothing frees them behind your back.
+- Neither a FragCache nor a Fragment can be copied or pickled (TypeError): a
+  copy would be a second owner of the same C object, and a deep copy of a
+  Fragment a private buffer whose free() would free the real fragment again.
 """
 from __future__ import annotations
 
@@ -84,6 +87,11 @@ class PageInfo:
 
 def _destroy(destroy, handle: int) -> None:
     destroy(handle)
+
+
+def _not_copyable(self, *args):
+    raise TypeError("a %s owns native memory and cannot be copied or pickled (bytes(frag) "
+                    "copies a fragment's contents)" % type(self).__name__)
 
 
 class FragCache:
@@ -162,6 +170,8 @@ class FragCache:
     def __repr__(self) -> str:
         state = "closed" if self.closed else "handle=0x%x" % self._handle
         return "<FragCache %s owner=%d>" % (state, self._owner)
+
+    __copy__ = __deepcopy__ = __reduce_ex__ = __reduce__ = _not_copyable
 
 
 def page_info(address: int) -> PageInfo:
@@ -309,3 +319,5 @@ class Fragment:
     def __repr__(self) -> str:
         state = " freed" if self._base is None else ""
         return "<Fragment 0x%x size=%d%s>" % (self._address, self._size, state)
+
+    __copy__ = __deepcopy__ = __reduce_ex__ = __reduce__ = _not_copyable

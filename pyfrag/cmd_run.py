@@ -9,11 +9,25 @@ counters on stderr when the program exits.
 """
 from __future__ import annotations
 
+import argparse
+import re
 import signal
 import subprocess
 import sys
 
 from . import preload
+
+_SIZE = re.compile(r"^([0-9]+)(?:([kmgt])i?b?)?$", re.IGNORECASE)
+
+
+def _size(text: str) -> str:
+    """A size as the library reads it (digits, then K/M/G/T, optional iB); else a usage error:
+    the library would ignore a bad value and run without the cap."""
+    match = _SIZE.match(text)
+    shift = 10 * (" kmgt".index(match.group(2).lower()) if match and match.group(2) else 0)
+    if not match or int(match.group(1)) << shift >= 2**63:
+        raise argparse.ArgumentTypeError("%r is not a size such as 64M, 512K or 1G" % text)
+    return text
 
 
 def add_parser(subparsers) -> None:
@@ -25,7 +39,7 @@ def add_parser(subparsers) -> None:
                         help="print pyfrag's counters on stderr when the program exits")
     parser.add_argument("--hugepages", choices=("auto", "hugetlb", "thp", "off"),
                         help="chunk backing (PYFRAG_HUGEPAGES)")
-    parser.add_argument("--limit", metavar="SIZE",
+    parser.add_argument("--limit", metavar="SIZE", type=_size,
                         help="cap on committed memory, e.g. 64M (PYFRAG_LIMIT)")
     parser.add_argument("--check", action="store_true",
                         help="stronger heap checks: canaries, poisoning (PYFRAG_CHECK)")

@@ -5,7 +5,8 @@ Contract:
 - `options()` lists every row of the C option table (environment name,
   default text, meaning) with its current value (pf_option_get).
 - `set_option(name, value)` is pf_option_set: ValueError for an unknown
-  name or a bad value, FragError (errno EBUSY) for an option fixed at init.
+  name or a bad value, TypeError for a name that is not a str, FragError
+  (errno EBUSY) for an option fixed at init.
 - `trim()` returns how many empty chunks went back to the OS;
   `thread_flush()` drains the calling thread's default cache and page lists.
 """
@@ -47,16 +48,29 @@ def options() -> list[Option]:
         index += 1
 
 
+def _name(name) -> bytes:
+    if not isinstance(name, str):
+        raise TypeError("an option name is a str such as 'PYFRAG_LIMIT', not %s"
+                        % type(name).__name__)
+    return _c_text(name, "option name")
+
+
+def _c_text(text: str, what: str) -> bytes:
+    if "\0" in text:  # C would read only up to it: another name or value than the one given
+        raise ValueError("%s %r contains a NUL character" % (what, text))
+    return text.encode()
+
+
 def get_option(name: str) -> int:
     """The current value of one option (hugepage modes as 0..3)."""
-    return _lib.lib().pf_option_get(name.encode())
+    return _lib.lib().pf_option_get(_name(name))
 
 
 def set_option(name: str, value) -> None:
     """Set an option by its environment name, e.g. set_option("PYFRAG_LIMIT", "64M")."""
     if isinstance(value, bool):
         value = int(value)
-    _lib.lib().pf_option_set(name.encode(), str(value).encode())
+    _lib.lib().pf_option_set(_name(name), _c_text(str(value), "option value"))
 
 
 def trim() -> int:

@@ -39,20 +39,24 @@ const char *pf_last_error_message(void)
 
 /* ---- initialisation ------------------------------------------------------- */
 
+/* A failed init is tried again by the next call (memory may have come back): never twice what worked. */
 static int init_layers(void)
 {
+	static bool arena_up, pages_up;
 	pf__options_load();
-	if (pf__arena_init((size_t)PF_OPT(arena)) != 0)
+	if (!arena_up && pf__arena_init((size_t)PF_OPT(arena)) != 0)
 		return -1;
-	if (pf__page_alloc_init() != 0)
+	arena_up = true;
+	if (!pages_up && pf__page_alloc_init() != 0)
 		return -1;
+	pages_up = true;
 	return pf__thread_init();
 }
 
 int pf__ensure_init(void)
 {
 	pthread_mutex_lock(&pf__init_lock);
-	if (atomic_load(&pf__ready) == 0) {
+	if (atomic_load(&pf__ready) != 1) {
 		int ok = init_layers() == 0;
 		init_errno = ok ? 0 : errno;
 		atomic_store_explicit(&pf__ready, ok ? 1 : -1, memory_order_release);
@@ -124,14 +128,14 @@ void *pf_cache_alloc(pf_cache_t *cache, size_t fragsz)
 {
 	if (PF_UNLIKELY(!cache))
 		return pf__fail(EINVAL, "cache is NULL");
-	return pf__frag_alloc(cache, fragsz, 1);
+	return pf__vg_alloc(cache, pf__frag_alloc(cache, fragsz, 1), fragsz, true);
 }
 
 void *pf_cache_alloc_align(pf_cache_t *cache, size_t fragsz, size_t align)
 {
 	if (PF_UNLIKELY(!cache))
 		return pf__fail(EINVAL, "cache is NULL");
-	return pf__frag_alloc(cache, fragsz, align);
+	return pf__vg_alloc(cache, pf__frag_alloc(cache, fragsz, align), fragsz, true);
 }
 
 void pf_cache_drain(pf_cache_t *cache)
@@ -145,13 +149,17 @@ void pf_cache_drain(pf_cache_t *cache)
 void *pf_alloc(size_t fragsz)
 {
 	struct pf_thread *t = pf__thread();
-	return PF_LIKELY(t != NULL) ? pf__frag_alloc(&t->cache, fragsz, 1) : NULL;
+	return PF_LIKELY(t != NULL) ? pf__vg_alloc(&t->cache, pf__frag_alloc(&t->cache, fragsz, 1),
+						   fragsz, false)
+				    : NULL;
 }
 
 void *pf_alloc_align(size_t fragsz, size_t align)
 {
 	struct pf_thread *t = pf__thread();
-	return PF_LIKELY(t != NULL) ? pf__frag_alloc(&t->cache, fragsz, align) : NULL;
+	return PF_LIKELY(t != NULL) ? pf__vg_alloc(&t->cache, pf__frag_alloc(&t->cache, fragsz, align),
+						   fragsz, false)
+				    : NULL;
 }
 
 pf_cache_t *pf_thread_cache(void)
@@ -214,7 +222,7 @@ static int free_page_ref(struct pf_thread *t, struct pf_page *head)
 	return 0;
 }
 
-int pf_free(void *addr)
+static int free_any(void *addr)
 {
 	if (!addr)
 		return 0;
@@ -232,7 +240,16 @@ int pf_free(void *addr)
 	return free_page_ref(t, head);
 }
 
-int pf_cache_free(pf_cache_t *cache, void *frag, size_t fragsz)
+int pf_free(void *addr)
+{
+	uintptr_t vg = pf__vg_free_begin(addr); /* valgrind=1 builds: memcheck's view */
+	int ret = free_any(addr);
+	pf__vg_free_end(vg, ret);
+	return ret;
+}
+
+/* Everything but the owner freeing into the cache's current page. */
+static __attribute__((noinline)) int cache_free_slow(pf_cache_t *cache, void *frag, size_t fragsz)
 {
 	if (!cache) {
 		pf__fail(EINVAL, "cache is NULL");
@@ -253,6 +270,48 @@ int pf_cache_free(pf_cache_t *cache, void *frag, size_t fragsz)
 		return 0;
 	}
 	return free_page_ref(t, head);
+}
+
+/* The owner freeing into the cache's current page: no metadata, no atomic operation. */
+static inline int free_owned(struct pf_thread *self, pf_cache_t *cache, void *frag, size_t fragsz)
+{
+	pf__frag_free_local(cache, cache->page, frag, fragsz);
+	pf__local_inc(&self->frees);
+	return 0;
+}
+
+/* An explicit cache: ask pthread whether the caller owns it (a call, so apart from the fast path). */
+static __attribute__((noinline)) int cache_free_explicit(struct pf_thread *self, pf_cache_t *cache,
+							  void *frag, size_t fragsz)
+{
+	if (pthread_equal(cache->owner, pthread_self()))
+		return free_owned(self, cache, frag, fragsz);
+	return cache_free_slow(cache, frag, fragsz);
+}
+
+/*
+ * The common case first: a fragment of the cache's current page, which it
+ * cannot be unless the page is live (a NULL or empty cache fails the range
+ * check and the slow path says why). A thread's default cache is its own.
+ */
+static inline int cache_free(pf_cache_t *cache, void *frag, size_t fragsz)
+{
+	struct pf_thread *self = pf__self;
+	if (PF_LIKELY(cache != NULL && self != NULL) && (uintptr_t)frag - cache->va < cache->size &&
+	    PF_LIKELY(!bogus_local_free(cache, frag))) {
+		if (PF_LIKELY(cache == &self->cache))
+			return free_owned(self, cache, frag, fragsz);
+		return cache_free_explicit(self, cache, frag, fragsz);
+	}
+	return cache_free_slow(cache, frag, fragsz);
+}
+
+int pf_cache_free(pf_cache_t *cache, void *frag, size_t fragsz)
+{
+	uintptr_t vg = pf__vg_free_begin(frag);
+	int ret = cache_free(cache, frag, fragsz);
+	pf__vg_free_end(vg, ret);
+	return ret;
 }
 
 size_t pf_trim(void)

@@ -26,7 +26,7 @@
 struct pf_arena pf__arena;
 struct pf_arena_counts pf__arena_counts;
 
-int pf__arena_init(size_t size)
+static int arena_try(size_t size)
 {
 	size = (size + PF_CHUNK_SIZE - 1) & ~(size_t)(PF_CHUNK_SIZE - 1);
 	if (size < 2 * (size_t)PF_CHUNK_SIZE)
@@ -56,6 +56,26 @@ int pf__arena_init(size_t size)
 	pf__arena.pages = (struct pf_page *)meta;
 	pf__arena.released = (uint64_t *)(meta + page_bytes);
 	pf__arena.chunk_backing = (uint8_t *)(meta + page_bytes + map_bytes);
+	return 0;
+}
+
+/*
+ * The size asked for, else halves of it down to 1 GiB: a cap on address
+ * space gives a smaller arena rather than none (ulimit -v says ENOMEM;
+ * valgrind, which caps mappings, says EINVAL).
+ */
+int pf__arena_init(size_t size)
+{
+	const size_t floor = (size_t)1 << 30;
+	if (size / PF_CHUNK_SIZE > UINT32_MAX / PF_CHUNK_PAGES) {
+		errno = EINVAL; /* page numbers are 32-bit: at most 16 TiB */
+		return -1;
+	}
+	while (arena_try(size) != 0) {
+		if (size / 2 < floor)
+			return -1;
+		size /= 2;
+	}
 	return 0;
 }
 

@@ -12,6 +12,7 @@
  *   malloc.c     malloc-family semantics: size header, page runs, chunk runs
  *   preload.c    the exported libc names (LD_PRELOAD), init, thread exit, fork
  *   options.c, stats.c, api.c
+ *   debug.c      fault injection (pyfrag_debug.h); valgrind.c memcheck requests (valgrind=1)
  * Prefixes: pf__ for cross-file internals, pf_ public (pyfrag.h).
  */
 #ifndef PF_INTERNAL_H
@@ -210,7 +211,7 @@ struct pf_arena {
 
 PF_INTERNAL extern struct pf_arena pf__arena;
 
-/* Reserve the VA range and metadata. 0, or -1 with errno. Once, at init. */
+/* Reserve the VA range (or halves of it, down to 1 GiB) and metadata. 0, or -1 with errno. Once, at init. */
 PF_INTERNAL int pf__arena_init(size_t size);
 
 static inline bool pf__in_arena(const void *addr)
@@ -484,5 +485,19 @@ static inline bool pf__init_ok(void)
 	return PF_LIKELY(atomic_load_explicit(&pf__ready, memory_order_acquire) == 1) ||
 	       pf__ensure_init() == 0;
 }
+
+/* ---- valgrind.c: memcheck client requests (scons valgrind=1) --------------------- */
+
+#ifdef PF_VALGRIND
+/* Tell memcheck p (size bytes, from cache) is a heap block; owns_page: an explicit cache. Returns p. */
+PF_INTERNAL void *pf__vg_alloc(const struct pf_cache *cache, void *p, size_t size, bool owns_page);
+/* Around a free of addr: begin finds its fragment (and locks), end tells memcheck if freed == 0. */
+PF_INTERNAL uintptr_t pf__vg_free_begin(const void *addr);
+PF_INTERNAL void pf__vg_free_end(uintptr_t start, int freed);
+#else
+#define pf__vg_alloc(cache, p, size, owns_page) (p)
+#define pf__vg_free_begin(addr) ((uintptr_t)0)
+#define pf__vg_free_end(start, freed) ((void)(start), (void)(freed))
+#endif
 
 #endif /* PF_INTERNAL_H */
