@@ -171,11 +171,8 @@ pf_cache_t *pf_thread_cache(void)
 void pf_thread_flush(void)
 {
 	struct pf_thread *t = pf__self;
-	if (!t)
-		return;
-	pf__frag_drain(&t->cache);
-	pf__frag_drain(&t->spare);
-	pf__pcp_flush(&t->pcp);
+	if (t)
+		pf__thread_give_back(t);
 }
 
 /* ---- freeing --------------------------------------------------------------------- */

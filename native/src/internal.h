@@ -436,6 +436,8 @@ static inline struct pf_thread *pf__thread(void)
 	struct pf_thread *t = pf__self;
 	return PF_LIKELY(t != NULL) ? t : pf__thread_setup();
 }
+/* Drain the thread's caches and return its page lists; the state stays. */
+PF_INTERNAL void pf__thread_give_back(struct pf_thread *t);
 /* Drain the default cache, return the page lists, forget the state. */
 PF_INTERNAL void pf__thread_teardown(void);
 PF_INTERNAL int pf__thread_init(void); /* once, at library init */

@@ -106,14 +106,19 @@ static void thread_unregister(struct pf_thread *t)
 	pf__pool_put(&thread_pool, t);
 }
 
+void pf__thread_give_back(struct pf_thread *t)
+{
+	pf__frag_drain(&t->cache);
+	pf__frag_drain(&t->spare);
+	pf__pcp_flush(&t->pcp);
+}
+
 void pf__thread_teardown(void)
 {
 	struct pf_thread *t = pf__self;
 	if (!t)
 		return;
-	pf__frag_drain(&t->cache);
-	pf__frag_drain(&t->spare);
-	pf__pcp_flush(&t->pcp);
+	pf__thread_give_back(t);
 	pf__self = NULL;
 	pthread_mutex_lock(&pf__meta_lock);
 	thread_unregister(t);
