@@ -12,10 +12,10 @@ import argparse
 import os
 import sys
 
-from . import __version__, cmd_info, cmd_run, cmd_stress
+from . import __version__, cmd_bench, cmd_info, cmd_run, cmd_stress
 from ._lib import FragError
 
-COMMANDS = (cmd_info, cmd_stress, cmd_run)  # each has add_parser(subparsers) and run(args) -> int
+COMMANDS = (cmd_info, cmd_stress, cmd_bench, cmd_run)  # each has add_parser(subparsers) and run(args) -> int
 
 
 def build_parser() -> argparse.ArgumentParser:

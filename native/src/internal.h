@@ -64,6 +64,9 @@ enum pf_hugepages_mode { PF_HP_AUTO, PF_HP_HUGETLB, PF_HP_THP, PF_HP_OFF };
 	X(frag_max, "PYFRAG_FRAG_MAX", "4080", PF_OPT_SIZE, false,                                 \
 	  "malloc front: largest request served from the thread's page_frag cache (16-byte "      \
 	  "header added; at most 32752); larger ones get page runs, above 2 MiB chunk runs")       \
+	X(frag_order, "PYFRAG_FRAG_ORDER", "3", PF_OPT_COUNT, false,                               \
+	  "order of the frag pages caches refill with: 3 (32 KiB, the kernel's) down to 0 (4 KiB); " \
+	  "smaller pins less memory per live fragment but refills more often")                     \
 	X(check, "PYFRAG_CHECK", "0", PF_OPT_BOOL, true,                                           \
 	  "malloc front: stronger checks (header canaries, tail canaries, freed-memory poison)")  \
 	X(stats, "PYFRAG_STATS", "0", PF_OPT_BOOL, false,                                          \

@@ -497,11 +497,9 @@ static inline bool free_in_page(struct pf_thread *t, struct pf_cache *c, void *p
 	return free_local(t, c, (uintptr_t)ptr - h->lead, h->size);
 }
 
-void pf__free(void *ptr)
+/* Every free but one into the calling thread's own frag pages (kept apart: no register saves there). */
+static __attribute__((noinline)) void free_slow(void *ptr)
 {
-	struct pf_thread *t = pf__self;
-	if (PF_LIKELY(t != NULL) && (free_in_page(t, &t->cache, ptr) || free_in_page(t, &t->spare, ptr)))
-		return;
 	if (PF_UNLIKELY(!pf__in_arena(ptr))) {
 		if (ptr)
 			foreign_free();
@@ -512,6 +510,14 @@ void pf__free(void *ptr)
 		run_free("free", ptr, page);
 	else
 		small_free("free", ptr, page);
+}
+
+void pf__free(void *ptr)
+{
+	struct pf_thread *t = pf__self;
+	if (PF_LIKELY(t != NULL) && (free_in_page(t, &t->cache, ptr) || free_in_page(t, &t->spare, ptr)))
+		return;
+	free_slow(ptr);
 }
 
 void *pf__calloc(size_t n, size_t size)

@@ -3,7 +3,9 @@
  * page_frag: the kernel's page fragment cache (mm/page_frag_cache.c).
  *
  * A cache holds one "frag page" (an order-3 block, 32 KiB, or an order-0
- * page when no order-3 block can be had fast), an offset that counts up,
+ * page when no order-3 block can be had fast; PYFRAG_FRAG_ORDER picks a
+ * smaller order, raised for a fragment that needs more), an offset that
+ * counts up,
  * and pagecnt_bias: how many of the page's references the cache still owns.
  *
  * Invariant: page refcount == cache bias + fragments outstanding.
@@ -50,20 +52,31 @@ static bool release_bias(struct pf_cache *cache)
 	return atomic_fetch_sub_explicit(&cache->page->refcount, bias, memory_order_acq_rel) == bias;
 }
 
+/* PYFRAG_FRAG_ORDER (3 unless set smaller), raised until a block holds need bytes. */
+static unsigned refill_order(uint32_t need)
+{
+	long long want = PF_OPT(frag_order);
+	unsigned order = want >= 0 && want < PF_FRAG_ORDER ? (unsigned)want : PF_FRAG_ORDER;
+	while (order < PF_FRAG_ORDER && (PF_PAGE_SIZE << order) < need)
+		order++;
+	return order;
+}
+
 /*
  * need = max(fragsz, align): a block is aligned to its size, so a page of at
  * least need bytes holds the fragment at offset 0, aligned.
  */
 static bool refill(struct pf_cache *cache, uint32_t need)
 {
-	struct pf_page *page = pf__pages_alloc(PF_FRAG_ORDER, PF_GFP_NORETRY);
+	unsigned order = refill_order(need);
+	struct pf_page *page = pf__pages_alloc(order, PF_GFP_NORETRY);
 	if (!page) {
 		if (need > PF_PAGE_SIZE) {
-			/* only an order-3 block can hold (or align) it: try hard rather than refuse */
-			page = pf__pages_alloc(PF_FRAG_ORDER, 0);
+			/* only a block that large can hold (or align) it: try hard rather than refuse */
+			page = pf__pages_alloc(order, 0);
 		} else {
 			page = pf__pages_alloc(0, 0);
-			if (page)
+			if (page && order)
 				pf__count(PF_CTR_ORDER0_FALLBACKS, 1);
 		}
 		if (!page)

@@ -1,0 +1,347 @@
+# SPDX-License-Identifier: GPL-2.0-only
+"""Side-by-side benchmarks: pyfrag against glibc, jemalloc, mimalloc and tcmalloc.
+
+The programs are native/bench/*.c, built by SCons into build/release/bench/:
+bench_X calls plain malloc/free (so any allocator can be put under it with
+LD_PRELOAD) and bench_X_api runs the same loop through pyfrag's C API. Each
+prints lines "result <workload> <case> ns_per_op <X> [<key> <value>]...".
+
+Allocators run interleaved (A B C A B C ...), so that a slow moment of the
+machine hits all of them alike; medians are taken per case. Nothing here
+loads libpyfrag.so into this process.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import re
+import statistics
+import subprocess
+import time
+from dataclasses import dataclass, field
+
+from ._lib import REPO_ROOT
+
+SCHEMA = "pyfrag-bench/1"
+
+# workload -> (program, op-count argument at scale 1, the count's meaning)
+WORKLOADS = {
+    "ring": ("bench_ring", 1_000_000, "buffers through the ring per case"),
+    "burst": ("bench_burst", 300_000, "bursts of 32 (pair: 32 x as many pairs)"),
+    "threads": ("bench_threads", 100_000, "bursts of 32 per thread"),
+    "churn": ("bench_churn", 4_000_000, "replacements in a window of 32768"),
+}
+ALLOCATORS = ("pyfrag", "pyfrag-4k", "pyfrag-api", "glibc", "jemalloc", "mimalloc", "tcmalloc")
+# pyfrag-4k: pyfrag preloaded with PYFRAG_FRAG_ORDER=0 (4 KiB frag pages: less RSS, more refills)
+PEERS = {  # name -> (library file names, Debian package)
+    "jemalloc": (("libjemalloc.so.2",), "libjemalloc2"),
+    "mimalloc": (("libmimalloc.so.2", "libmimalloc.so.2.0"), "libmimalloc2.0"),
+    "tcmalloc": (("libtcmalloc_minimal.so.4",), "libtcmalloc-minimal4"),
+}
+ENV_BENCH_DIR = "PYFRAG_BENCH_DIR"   # where the bench programs are (default build/release/bench)
+ENV_LIBDIRS = "PYFRAG_BENCH_LIBDIRS"  # colon-separated folders searched for the peers
+DEFAULT_LIBDIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64",
+                   "/usr/lib", "/usr/local/lib")
+HOW_TO_BUILD = ("build them with `scons -Q` at the repository root (it builds build/release/bench/), "
+                "or set %s to a folder holding bench_ring, bench_ring_api, ..." % ENV_BENCH_DIR)
+RESULT = re.compile(r"^result (\S+) (\S+) ns_per_op (\S+)(.*)$")
+
+
+class BenchError(RuntimeError):
+    """A benchmark could not run (programs missing, a program failed)."""
+
+
+@dataclass
+class Allocator:
+    name: str
+    preload: str | None  # LD_PRELOAD value, None for none
+    api: bool = False    # run the bench_X_api programs
+    options: dict[str, str] = field(default_factory=dict)  # PYFRAG_* environment
+
+
+@dataclass
+class Setup:
+    bench_dir: str
+    allocators: list[Allocator]
+    skipped: dict[str, str] = field(default_factory=dict)  # name -> why
+
+
+# ---- finding things -------------------------------------------------------------
+
+def bench_dir() -> str:
+    return os.environ.get(ENV_BENCH_DIR) or os.path.join(REPO_ROOT, "build", "release", "bench")
+
+
+def find_peer(name: str) -> str | None:
+    dirs = os.environ.get(ENV_LIBDIRS)
+    dirs = [d for d in dirs.split(":") if d] if dirs is not None else DEFAULT_LIBDIRS
+    for folder in dirs:
+        for lib in PEERS[name][0]:
+            path = os.path.join(folder, lib)
+            if os.path.isfile(path):
+                return path
+    return None
+
+
+def setup(names: list[str], workloads: list[str]) -> Setup:
+    """The allocators that can run here; raises BenchError if the programs are missing."""
+    folder = bench_dir()
+    missing = [p for w in workloads for p in (WORKLOADS[w][0], WORKLOADS[w][0] + "_api")
+               if not os.access(os.path.join(folder, p), os.X_OK)]
+    if missing:
+        raise BenchError("benchmark programs not found in %s (%s): %s"
+                         % (folder, ", ".join(missing), HOW_TO_BUILD))
+    result = Setup(folder, [])
+    for name in names:
+        if name in ("pyfrag", "pyfrag-4k"):
+            lib = os.path.normpath(os.path.join(folder, os.pardir, "libpyfrag.so"))
+            if not os.path.isfile(lib):
+                raise BenchError("%s not found: %s" % (lib, HOW_TO_BUILD))
+            options = {"PYFRAG_FRAG_ORDER": "0"} if name == "pyfrag-4k" else {}
+            result.allocators.append(Allocator(name, lib, options=options))
+        elif name == "pyfrag-api":
+            result.allocators.append(Allocator(name, None, api=True))
+        elif name == "glibc":
+            result.allocators.append(Allocator(name, None))
+        else:
+            path = find_peer(name)
+            if path:
+                result.allocators.append(Allocator(name, path))
+            else:
+                result.skipped[name] = ("not installed (apt-get install %s), skipped"
+                                        % PEERS[name][1])
+    return result
+
+
+# ---- running --------------------------------------------------------------------
+
+def _env(alloc: Allocator) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("PYFRAG_") and k != "LD_PRELOAD"}
+    if alloc.preload:
+        env["LD_PRELOAD"] = alloc.preload
+    env.update(alloc.options)
+    return env
+
+
+def parse_results(text: str) -> list[tuple[str, str, dict[str, float]]]:
+    """(workload, case, {ns_per_op, extra numeric keys}) for every result line."""
+    out = []
+    for line in text.splitlines():
+        m = RESULT.match(line)
+        if not m:
+            continue
+        values = {"ns_per_op": float(m.group(3))}
+        extra = m.group(4).split()
+        for key, value in zip(extra[::2], extra[1::2]):
+            try:
+                values[key] = float(value)
+            except ValueError:
+                pass  # "front malloc"
+        values.pop("checksum", None)
+        out.append((m.group(1), m.group(2), values))
+    return out
+
+
+def run_one(setup_: Setup, alloc: Allocator, workload: str, scale: float,
+            timeout: float = 300.0) -> list[tuple[str, str, dict[str, float]]]:
+    program, count, _ = WORKLOADS[workload]
+    path = os.path.join(setup_.bench_dir, program + ("_api" if alloc.api else ""))
+    cmd = [path, str(max(1, int(count * scale)))]
+    try:
+        proc = subprocess.run(cmd, env=_env(alloc), capture_output=True, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise BenchError("%s under %s took longer than %d s" % (program, alloc.name, timeout)) from None
+    results = parse_results(proc.stdout)
+    if proc.returncode != 0 or not results:
+        raise BenchError("%s under %s failed (exit %d): %s"
+                         % (program, alloc.name, proc.returncode, proc.stderr.strip()[-500:]))
+    return results
+
+
+def run(setup_: Setup, workloads: list[str], runs: int, scale: float = 1.0, progress=None) -> dict:
+    """Every workload under every allocator, interleaved, runs times. The report (JSON-ready)."""
+    samples: dict = {}
+    total = runs * len(workloads) * len(setup_.allocators)
+    done = 0
+    started = time.monotonic()
+    for _ in range(runs):
+        for workload in workloads:
+            for alloc in setup_.allocators:
+                if progress:
+                    progress(done, total, workload, alloc.name)
+                for wl, case, values in run_one(setup_, alloc, workload, scale):
+                    per_case = samples.setdefault(wl, {}).setdefault(case, {})
+                    per_case.setdefault(alloc.name, []).append(values)
+                done += 1
+    return summarise(setup_, samples, runs, scale, time.monotonic() - started)
+
+
+def summarise(setup_: Setup, samples: dict, runs: int, scale: float, seconds: float) -> dict:
+    results: dict = {}
+    for workload, cases in samples.items():
+        for case, per_alloc in cases.items():
+            row = {}
+            for name, values in per_alloc.items():
+                keys = values[0].keys()
+                row[name] = {"median_" + k: statistics.median(v[k] for v in values) for k in keys}
+                row[name]["samples_ns_per_op"] = [v["ns_per_op"] for v in values]
+            base = row.get("pyfrag", {}).get("median_ns_per_op")
+            for entry in row.values():
+                entry["ratio_to_pyfrag"] = (entry["median_ns_per_op"] / base) if base else None
+            results.setdefault(workload, {})[case] = row
+    report = {
+        "schema": SCHEMA,
+        "machine": machine(),
+        "runs": runs,
+        "scale": scale,
+        "seconds": round(seconds, 1),
+        "allocators": {a.name: a.preload for a in setup_.allocators},
+        "options": {a.name: a.options for a in setup_.allocators if a.options},
+        "skipped": dict(setup_.skipped),
+        "results": results,
+    }
+    report["targets"] = targets(results)
+    return report
+
+
+# ---- the issue's targets --------------------------------------------------------
+
+def _median(results, workload, case, alloc):
+    return results.get(workload, {}).get(case, {}).get(alloc, {}).get("median_ns_per_op")
+
+
+def targets(results: dict) -> list[dict]:
+    """Each target of the issue that this run can judge: value, limit, met."""
+    out = []
+
+    def add(name, num, den, limit, what):
+        if num is None or den is None:
+            return
+        ratio = num / den
+        out.append({"target": name, "ratio": round(ratio, 3), "limit": limit,
+                    "met": ratio <= limit, "what": what})
+
+    m = lambda *k: _median(results, *k)  # noqa: E731
+    add("ring imix: pyfrag-api / floor", m("ring", "imix", "pyfrag-api"),
+        m("ring", "floor", "pyfrag-api"), 1.5, "direct API at most 1.5x the ring's floor")
+    for peer in ("mimalloc", "jemalloc"):
+        add("ring imix: pyfrag / %s" % peer, m("ring", "imix", "pyfrag"),
+            m("ring", "imix", peer), 0.6, "LD_PRELOAD at most 0.6x %s" % peer)
+    peers = [v for v in (m("burst", "burst", p) for p in ("jemalloc", "mimalloc", "tcmalloc")) if v]
+    add("burst: pyfrag / fastest peer", m("burst", "burst", "pyfrag"), min(peers) if peers else None,
+        0.8, "LD_PRELOAD at most 0.8x the fastest of jemalloc, mimalloc, tcmalloc")
+    peers = [v for v in (m("burst", "pair", p) for p in ("glibc", "jemalloc", "mimalloc", "tcmalloc"))
+             if v]
+    add("pair: pyfrag-api / fastest peer", m("burst", "pair", "pyfrag-api"),
+        min(peers) if peers else None, 0.4,
+        "one alloc+free pair through the direct API at most 0.4x the fastest peer's malloc+free")
+    return out
+
+
+# ---- the machine ----------------------------------------------------------------
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def _package_version(package: str) -> str | None:
+    try:
+        out = subprocess.run(["dpkg-query", "-W", "-f=${Version}", package],
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return (out.stdout.strip() or None) if out.returncode == 0 else None
+
+
+def machine() -> dict:
+    cpu = re.search(r"^model name\s*:\s*(.*)$", _read("/proc/cpuinfo"), re.M)
+    meminfo = _read("/proc/meminfo")
+    huge = re.search(r"^HugePages_Total:\s*(\d+)", meminfo, re.M)
+    mem = re.search(r"^MemTotal:\s*(\d+)", meminfo, re.M)
+    thp = re.search(r"\[(\w+)\]", _read("/sys/kernel/mm/transparent_hugepage/enabled"))
+    return {
+        "cpu": cpu.group(1).strip() if cpu else platform.processor(),
+        "cpus": os.cpu_count(),
+        "memory_mib": int(mem.group(1)) // 1024 if mem else None,
+        "kernel": platform.release(),
+        "libc": " ".join(platform.libc_ver()),
+        "hugepages_2m_reserved": int(huge.group(1)) if huge else None,
+        "thp": thp.group(1) if thp else None,
+        "python": platform.python_version(),
+        "packages": {p: _package_version(p) for p in
+                     [pkg for _, pkg in PEERS.values()]},
+    }
+
+
+# ---- the table ------------------------------------------------------------------
+
+def table(report: dict) -> str:
+    """Median ns per op per allocator, and its ratio to pyfrag: one row per workload and case."""
+    names = list(report["allocators"])
+    head = ["workload", "case"] + names
+    rows = []
+    for workload, cases in report["results"].items():
+        for case, row in cases.items():
+            cells = [workload, case]
+            for name in names:
+                e = row.get(name)
+                if not e:
+                    cells.append("-")
+                    continue
+                ratio = e.get("ratio_to_pyfrag")
+                cells.append("%.1f" % e["median_ns_per_op"]
+                             + (" (%.2f)" % ratio if ratio is not None and name != "pyfrag" else ""))
+            rows.append(cells)
+            if workload == "churn":
+                for key, label in (("median_rss_per_live", "rss/live"),
+                                   ("median_rss_per_pinned", "rss/pinned32k"),
+                                   ("median_rss_per_pinned4k", "rss/pinned4k"),
+                                   ("median_peak_rss", "peak MiB")):
+                    cells = ["", label]
+                    for name in names:
+                        v = row.get(name, {}).get(key)
+                        cells.append("-" if v is None else
+                                     "%.1f" % (v / 2**20) if key == "median_peak_rss" else "%.2f" % v)
+                    rows.append(cells)
+    widths = [max(len(str(r[i])) for r in [head] + rows) for i in range(len(head))]
+    fmt = lambda r: "  ".join(str(c).ljust(w) if i < 2 else str(c).rjust(w)  # noqa: E731
+                              for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+    lines = ["median ns per op (ratio to pyfrag; < 1 is faster than pyfrag), %d run(s)"
+             % report["runs"], fmt(head)] + [fmt(r) for r in rows]
+    if report["targets"]:
+        lines.append("")
+        lines.append("targets:")
+        for t in report["targets"]:
+            lines.append("  %-4s %-34s %.2f (limit %.2f): %s"
+                         % ("met" if t["met"] else "MISS", t["target"], t["ratio"], t["limit"],
+                            t["what"]))
+    return "\n".join(lines)
+
+
+def plot(report: dict, path: str, plt) -> None:
+    """One bar group per workload/case: median ns per op of each allocator."""
+    names = list(report["allocators"])
+    labels, values = [], {n: [] for n in names}
+    for workload, cases in report["results"].items():
+        for case, row in cases.items():
+            labels.append("%s\n%s" % (workload, case))
+            for n in names:
+                values[n].append(row.get(n, {}).get("median_ns_per_op", 0.0))
+    fig, ax = plt.subplots(figsize=(max(8, len(labels) * 0.9), 5))
+    width = 0.8 / max(1, len(names))
+    for i, n in enumerate(names):
+        ax.bar([x + i * width for x in range(len(labels))], values[n], width, label=n)
+    ax.set_xticks([x + 0.4 - width / 2 for x in range(len(labels))])
+    ax.set_xticklabels(labels, fontsize=7)
+    ax.set_ylabel("median ns per op (lower is better)")
+    ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
