@@ -17,6 +17,7 @@ import json
 import sys
 
 from . import bench
+from ._plot import load_pyplot
 
 DESCRIPTION = """\
 Run the benchmark programs of native/bench (built by `scons -Q` into
@@ -82,20 +83,12 @@ def add_parser(subparsers) -> None:
     parser.set_defaults(run=run)
 
 
-def _load_pyplot():
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    return plt
 
 
 def run(args) -> int:
     plt = None
     if args.plot:
-        plt = _load_pyplot()
+        plt = load_pyplot()
         if plt is None:
             print("pyfrag bench: error: --plot needs matplotlib (pip install matplotlib)",
                   file=sys.stderr)

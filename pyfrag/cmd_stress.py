@@ -18,6 +18,7 @@ import sys
 import time
 
 from . import stress
+from ._plot import load_pyplot
 from .stress import MiB
 
 DESCRIPTION = """\
@@ -153,15 +154,6 @@ def _usage_error(message: str) -> int:
     return 2
 
 
-def _load_pyplot():
-    """matplotlib.pyplot on the Agg backend, or None if matplotlib cannot be imported."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    return plt
 
 
 # ---- live progress (stderr) ------------------------------------------------------------
@@ -349,7 +341,7 @@ def run(args) -> int:
         return _usage_error(problem)
     plt = None
     if args.plot:
-        plt = _load_pyplot()
+        plt = load_pyplot()
         if plt is None:
             return _usage_error("--plot needs matplotlib, which is not installed here: "
                                 "pip install 'pyfrag[plot]' (or pip install matplotlib)")

@@ -22,6 +22,17 @@ import pyfrag
 from pyfrag import _lib
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# the build mode whose native programs the tests run (CI also runs asan and tsan)
+MODE = os.environ.get("PYFRAG_TEST_MODE", "release")
+
+
+def scons_build(target: str, mode: str = MODE) -> str:
+    """Build an SCons target of a mode, warning-free; the mode's build folder."""
+    build = subprocess.run(["scons", "-Q", "mode=" + mode, target], cwd=REPO_ROOT,
+                           capture_output=True, text=True)
+    assert build.returncode == 0, build.stdout + build.stderr
+    assert "warning:" not in build.stderr, build.stderr
+    return os.path.join(REPO_ROOT, "build", mode)
 
 
 def run_python(code: str, env: dict | None = None, args=(), timeout: float = 120):

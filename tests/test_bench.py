@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 
 import pytest
 
-from conftest import REPO_ROOT, run_cli
+from conftest import REPO_ROOT, run_cli, scons_build
 from pyfrag import bench
 
 BENCH_DIR = os.path.join(REPO_ROOT, "build", "release", "bench")
@@ -29,9 +28,7 @@ OURS = "pyfrag,pyfrag-4k,pyfrag-api,glibc"
 @pytest.fixture(scope="module", autouse=True)
 def bench_programs():
     """Build the benchmark programs (release, part of the `tests` alias) once for this module."""
-    build = subprocess.run(["scons", "-Q", "mode=release", "tests"], cwd=REPO_ROOT,
-                           capture_output=True, text=True)
-    assert build.returncode == 0, build.stdout + build.stderr
+    scons_build("tests", mode="release")
     assert os.path.exists(os.path.join(BENCH_DIR, "bench_ring_api"))
 
 
@@ -141,7 +138,7 @@ def test_parse_results():
     ]
 
 
-def test_plot_without_matplotlib_exits_2(tmp_path):
+def test_plot_draws_or_says_matplotlib_is_missing(tmp_path):
     try:
         import matplotlib  # noqa: F401
     except ImportError:

@@ -13,9 +13,10 @@ import sys
 
 import pytest
 
+from conftest import MODE, scons_build
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
-MODE = os.environ.get("PYFRAG_TEST_MODE", "release")
 NUMBER_LINE = re.compile(r"^(\w+)\s+(-?[0-9.]+|unknown)\s", re.M)
 
 
@@ -39,11 +40,7 @@ def program_env():
 @pytest.fixture(scope="session")
 def examples_dir():
     """Build the C examples of this mode once per session; their folder."""
-    build = subprocess.run(["scons", "-Q", "mode=" + MODE, "examples"], cwd=ROOT,
-                           capture_output=True, text=True)
-    assert build.returncode == 0, build.stdout + build.stderr
-    assert "warning:" not in build.stderr, build.stderr
-    return ROOT / "build" / MODE / "examples"
+    return pathlib.Path(scons_build("examples")) / "examples"
 
 
 def run_program(examples_dir, name, *args, timeout=120):

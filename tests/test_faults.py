@@ -14,7 +14,6 @@ import pytest
 
 import pyfrag
 from conftest import run_cli, run_python
-from pyfrag import _lib
 
 RESERVE, COMMIT, DECOMMIT, MADVISE, META = range(5)  # enum pf_fault_site
 

@@ -34,7 +34,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 import pyfrag
-from pagefrag_model import BIAS_FULL, COUNTERS, FRAG_PAGE, ModelMismatch, PageFragModel
+from pagefrag_model import COUNTERS, FRAG_PAGE, ModelMismatch, PageFragModel
 from pyfrag import _lib
 from pyfrag.options import get_option
 

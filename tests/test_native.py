@@ -9,19 +9,16 @@ import subprocess
 
 import pytest
 
+from conftest import scons_build
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-MODE = os.environ.get("PYFRAG_TEST_MODE", "release")
 PROGRAMS = sorted(p.stem for p in (ROOT / "native" / "tests").glob("test_*.c"))
 
 
 @pytest.fixture(scope="session")
 def native_tests():
     """Build the C tests of this mode once per session; their folder."""
-    build = subprocess.run(["scons", "-Q", "mode=" + MODE, "tests"], cwd=ROOT,
-                           capture_output=True, text=True)
-    assert build.returncode == 0, build.stdout + build.stderr
-    assert "warning:" not in build.stderr, build.stderr
-    return ROOT / "build" / MODE / "tests"
+    return pathlib.Path(scons_build("tests")) / "tests"
 
 
 @pytest.mark.parametrize("program", PROGRAMS)

@@ -18,7 +18,6 @@ programs are built by SCons for PYFRAG_TEST_MODE, never instrumented.
 """
 from __future__ import annotations
 
-import ctypes
 import os
 import pathlib
 import re
@@ -30,11 +29,10 @@ import textwrap
 
 import pytest
 
-from conftest import REPO_ROOT, run_cli, run_python
+from conftest import REPO_ROOT, run_cli, run_python, scons_build
 from pyfrag import preload
 
 ROOT = pathlib.Path(REPO_ROOT)
-MODE = os.environ.get("PYFRAG_TEST_MODE", "release")
 PYTHON = os.path.realpath(sys.executable)
 STATS_HEADER = re.compile(r"^pyfrag stats \((?P<prog>[^,]*), pid \d+\):$")
 SMALL_ALLOCS = re.compile(r"allocations\s+small \(page_frag\) (\d+), medium \(page runs\) (\d+)")
@@ -43,11 +41,7 @@ SMALL_ALLOCS = re.compile(r"allocations\s+small \(page_frag\) (\d+), medium \(pa
 @pytest.fixture(scope="session")
 def programs():
     """The preload helper programs of this mode, built once; their folder."""
-    build = subprocess.run(["scons", "-Q", "mode=" + MODE, "tests"], cwd=ROOT,
-                           capture_output=True, text=True)
-    assert build.returncode == 0, build.stdout + build.stderr
-    assert "warning:" not in build.stderr, build.stderr
-    return ROOT / "build" / MODE / "tests" / "preload"
+    return pathlib.Path(scons_build("tests")) / "tests" / "preload"
 
 
 def plain_env(**extra) -> dict:
