@@ -353,6 +353,16 @@ struct pf_cache {
 };
 
 PF_INTERNAL void pf__frag_cache_init(struct pf_cache *cache);
+/* The cache holds no page any more (its references were given back or moved). */
+static inline void pf__frag_forget_page(struct pf_cache *cache)
+{
+	cache->page = NULL;
+	cache->va = 0;
+	cache->size = 0;
+	cache->offset = 0;
+	cache->bias = 0;
+	cache->pfmemalloc = false;
+}
 /* The part of alloc that runs when the current page cannot hold the request. */
 PF_INTERNAL void *pf__frag_alloc_slow(struct pf_cache *cache, uint32_t fragsz, uint32_t align);
 PF_INTERNAL void pf__frag_drain(struct pf_cache *cache);

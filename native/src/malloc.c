@@ -198,10 +198,7 @@ static void move_page(struct pf_cache *to, struct pf_cache *from)
 	to->size = from->size;
 	to->bias = from->bias;
 	to->pfmemalloc = from->pfmemalloc;
-	from->page = NULL;
-	from->va = 0;
-	from->offset = from->size = from->bias = 0;
-	from->pfmemalloc = false;
+	pf__frag_forget_page(from);
 }
 
 static bool fits(const struct pf_cache *c, uint32_t fragsz, uint32_t align)

@@ -35,16 +35,6 @@ void pf__frag_cache_init(struct pf_cache *cache)
 	cache->owner = pthread_self();
 }
 
-static void forget_page(struct pf_cache *cache)
-{
-	cache->page = NULL;
-	cache->va = 0;
-	cache->size = 0;
-	cache->offset = 0;
-	cache->bias = 0;
-	cache->pfmemalloc = false;
-}
-
 /* Give back every reference the cache owns; true if that was the last one. */
 static bool release_bias(struct pf_cache *cache)
 {
@@ -101,12 +91,12 @@ static bool recycle_in_place(struct pf_cache *cache, uint32_t need)
 {
 	if (!release_bias(cache)) {
 		pf__count(PF_CTR_ABANDONS, 1); /* outstanding fragments keep it alive */
-		forget_page(cache);
+		pf__frag_forget_page(cache);
 		return false;
 	}
 	if (cache->pfmemalloc || need > cache->size) {
 		pf__pages_free(cache->page);
-		forget_page(cache);
+		pf__frag_forget_page(cache);
 		return false;
 	}
 	/* Nobody else holds a reference now: a store is safe. */
@@ -146,7 +136,7 @@ void pf__frag_drain(struct pf_cache *cache)
 		return;
 	if (release_bias(cache))
 		pf__pages_free(cache->page);
-	forget_page(cache);
+	pf__frag_forget_page(cache);
 	pf__count(PF_CTR_DRAINS, 1);
 }
 
