@@ -13,14 +13,16 @@ needs it does (see pyfrag._lib for where it is looked for).
 """
 __version__ = "0.1.0"
 
-from ._lib import FragError, LibraryError, library_path
+from ._lib import FragError, IncompatibleArenaError, LibraryError, library_path
 from .cache import CacheInfo, FragCache, Fragment, PageInfo, page_info
 from .options import Option, options, set_option, thread_flush, trim
 from .preload import preload_env, run  # noqa: F401  (LD_PRELOAD launcher)
+from .shared import SharedArena, SharedFragment, SharedStats
 from .stats import HugepageCoverage, SmapsTotals, Stats, hugepage_coverage, smaps_totals, stats
 
 __all__ = [
-    "CacheInfo", "FragCache", "FragError", "Fragment", "HugepageCoverage", "LibraryError",
-    "Option", "PageInfo", "SmapsTotals", "Stats", "hugepage_coverage", "library_path",
+    "CacheInfo", "FragCache", "FragError", "Fragment", "HugepageCoverage", "IncompatibleArenaError",
+    "LibraryError", "Option", "PageInfo", "SharedArena", "SharedFragment", "SharedStats",
+    "SmapsTotals", "Stats", "hugepage_coverage", "library_path",
     "options", "page_info", "set_option", "smaps_totals", "stats", "thread_flush", "trim",
 ]

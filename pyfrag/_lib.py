@@ -9,8 +9,10 @@ Contract:
   (size and version), then runs the checks registered with `on_load()`.
   Any mismatch raises LibraryError saying which file, what, and what to do.
 - Every C function is declared once, in `_SIGNATURES`. Calls that fail
-  raise: EINVAL/E2BIG -> ValueError, ENOMEM -> MemoryError, anything else
-  -> FragError; each carries `.errno` and the library's own sentence.
+  raise: EINVAL/E2BIG -> ValueError, ENOMEM -> MemoryError, ENOENT ->
+  FileNotFoundError, EEXIST -> FileExistsError, EACCES/EPERM ->
+  PermissionError, EPROTO -> IncompatibleArenaError (a FragError), anything
+  else -> FragError; each carries `.errno` and the library's own sentence.
 """
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ import ctypes
 import errno as _errno
 import os
 import threading
-from ctypes import POINTER, c_char_p, c_int, c_longlong, c_size_t, c_uint32, c_uint64, c_void_p
+from ctypes import (POINTER, c_char_p, c_int, c_longlong, c_size_t, c_uint, c_uint32, c_uint64,
+                    c_void_p)
 
 ABI_VERSION = 1
 STATS_VERSION = 2
@@ -49,6 +52,10 @@ class LibraryError(FragError):
     """libpyfrag.so could not be found, loaded, or does not match this package."""
 
 
+class IncompatibleArenaError(FragError):
+    """A shared arena was made by a library of another layout or version (EPROTO)."""
+
+
 class PageInfo(ctypes.Structure):
     _fields_ = [("head", c_uintptr), ("size", c_uint32), ("order", c_uint32),
                 ("refcount", ctypes.c_int32), ("flags", c_uint32)]
@@ -61,8 +68,16 @@ class CacheInfo(ctypes.Structure):
 
 # ---- errors -------------------------------------------------------------------
 
+_OS_ERRORS = {_errno.ENOENT: FileNotFoundError, _errno.EEXIST: FileExistsError,
+              _errno.EACCES: PermissionError, _errno.EPERM: PermissionError}
+
+
 def error_for(err: int, message: str) -> Exception:
     """The exception a failed call with errno `err` raises."""
+    if err in _OS_ERRORS:
+        return _OS_ERRORS[err](err, message)  # .errno, .strerror = message
+    if err == _errno.EPROTO:
+        return IncompatibleArenaError(message, err)
     if err in (_errno.EINVAL, _errno.E2BIG):
         exc: Exception = ValueError(message)
     elif err == _errno.ENOMEM:
@@ -90,6 +105,12 @@ def _check_pointer(result, func, args):
 
 def _check_status(result, func, args):
     if result == -1:
+        _raise_last_error(func)
+    return result
+
+
+def _check_offset(result, func, args):
+    if result == 2**64 - 1:  # UINT64_MAX
         _raise_last_error(func)
     return result
 
@@ -125,6 +146,23 @@ _SIGNATURES = [
     ("pf_stats_field_doc", [c_size_t], c_char_p, None),
     ("pf_page_query", [c_void_p, POINTER(PageInfo)], c_int, _check_status),
     ("pf_cache_query", [c_void_p, POINTER(CacheInfo)], c_int, _check_status),
+    # shared arenas (pyfrag_shared.h)
+    ("pf_shared_create", [c_char_p, c_size_t, c_uint, c_int, c_char_p], c_void_p, _check_pointer),
+    ("pf_shared_attach", [c_char_p, c_char_p], c_void_p, _check_pointer),
+    ("pf_shared_detach", [c_void_p], c_int, _check_status),
+    ("pf_shared_unlink", [c_char_p, c_char_p], c_int, _check_status),
+    ("pf_shared_alloc", [c_void_p, c_size_t], c_void_p, _check_pointer),
+    ("pf_shared_alloc_align", [c_void_p, c_size_t, c_size_t], c_void_p, _check_pointer),
+    ("pf_shared_free", [c_void_p, c_void_p], c_int, _check_status),
+    ("pf_shared_offset", [c_void_p, c_void_p], c_uint64, _check_offset),
+    ("pf_shared_address", [c_void_p, c_uint64], c_void_p, _check_pointer),
+    ("pf_shared_reap", [c_void_p], c_size_t, None),
+    ("pf_shared_thread_flush", [c_void_p], None, None),
+    ("pf_shared_path", [c_void_p], c_char_p, None),
+    ("pf_shared_stats", [c_void_p, c_void_p, c_size_t], c_int, _check_status),
+    ("pf_shared_stats_field_count", [], c_size_t, None),
+    ("pf_shared_stats_field_name", [c_size_t], c_char_p, None),
+    ("pf_shared_stats_field_doc", [c_size_t], c_char_p, None),
     ("pf_last_error", [], c_int, None),
     ("pf_last_error_message", [], c_char_p, None),
 ]

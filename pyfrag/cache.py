@@ -259,7 +259,7 @@ class Fragment:
             view[key] = value
 
     # -- freeing --
-    def _release_views(self) -> None:
+    def _release_views(self, verb: str) -> None:
         views, self._views = self._views, []
         for ref in views:
             view = ref()
@@ -269,39 +269,46 @@ class Fragment:
                 view.release()
             except BufferError:
                 self._views.append(ref)
-                raise FragError("cannot free fragment at 0x%x: a buffer obtained from its view() "
-                                "is still held (release it first)" % self._address) from None
+                raise FragError("cannot %s fragment at 0x%x: a buffer obtained from its view() "
+                                "is still held (release it first)" % (verb, self._address)) from None
 
-    def _check_exports(self) -> None:
+    def _check_exports(self, verb: str) -> None:
         if self._exports:
-            raise FragError("cannot free fragment at 0x%x: %d memoryview(frag) still held; release "
+            raise FragError("cannot %s fragment at 0x%x: %d memoryview(frag) still held; release "
                             "them (mv.release() or `with memoryview(frag) as mv:`) first"
-                            % (self._address, self._exports))
-        self._release_views()
+                            % (verb, self._address, self._exports))
+        self._release_views(verb)
 
-    def free(self) -> None:
-        """Give the fragment back; any thread may call this, once."""
+    def _give_up(self, verb: str, release) -> None:
+        """End Python's access to the bytes, then call release(); undone if either fails."""
         with _free_lock:
             # Claim first: from here on no thread can make a new view of the bytes,
             # and one caught making a view holds a reference the check below sees.
             base, self._base = self._checked_base(), None
             try:
-                self._check_exports()
+                self._check_exports(verb)
                 # Every Python path to the bytes holds a reference to base (a slice of
                 # a view keeps the view's buffer, and so base, alive): only our local
                 # and getrefcount's argument may remain.
                 if sys.getrefcount(base) > 2:
-                    raise FragError("cannot free fragment at 0x%x: something derived from its "
+                    raise FragError("cannot %s fragment at 0x%x: something derived from its "
                                     "view (a slice, memoryview(view), view.obj) is still alive; "
-                                    "drop it first" % self._address)
-                cache = self._cache
-                if cache._usable_here():
-                    _lib.lib().pf_cache_free(cache._handle, self._address, self._size)
-                else:
-                    _lib.lib().pf_free(self._address)
+                                    "drop it first" % (verb, self._address))
+                release()
             except BaseException:
                 self._base = base
                 raise
+
+    def _release_memory(self) -> None:
+        cache = self._cache
+        if cache._usable_here():
+            _lib.lib().pf_cache_free(cache._handle, self._address, self._size)
+        else:
+            _lib.lib().pf_free(self._address)
+
+    def free(self) -> None:
+        """Give the fragment back; any thread may call this, once."""
+        self._give_up("free", self._release_memory)
 
     def page(self) -> PageInfo:
         """page_info() of the frag page holding this fragment."""

@@ -134,9 +134,11 @@ class HugepageCoverage(SmapsTotals):
         return self._fraction(self.private_hugetlb + self.shared_hugetlb + self.anon_huge_pages)
 
 
-def _sum_smaps(pid, keep) -> dict[str, int]:
-    """Sum the fields of the mappings [start, end) for which keep(start, end)."""
-    sums = dict.fromkeys(_KEYS.values(), 0)
+def _sum_smaps(pid, keep, keys=None) -> dict[str, int]:
+    """Sum the fields (smaps name -> our name; default _KEYS) of the mappings [start, end) for
+    which keep(start, end)."""
+    keys = _KEYS if keys is None else keys
+    sums = dict.fromkeys(keys.values(), 0)
     counting = False
     with open("/proc/%s/smaps" % pid) as smaps:
         for line in smaps:
@@ -146,8 +148,8 @@ def _sum_smaps(pid, keep) -> dict[str, int]:
                 continue
             if counting:
                 field = _FIELD.match(line)
-                if field and field.group(1) in _KEYS:
-                    sums[_KEYS[field.group(1)]] += int(field.group(2)) * 1024
+                if field and field.group(1) in keys:
+                    sums[keys[field.group(1)]] += int(field.group(2)) * 1024
     return sums
 
 

@@ -22,6 +22,7 @@
  *   memory while the run goes on.
  */
 #include "pyfrag_stress.h"
+#include "stress_common.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -109,32 +110,10 @@ static int fail(int err, const char *message)
 	return -1;
 }
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static void sleep_ns(uint64_t ns)
-{
-	struct timespec ts = { .tv_sec = (time_t)(ns / 1000000000ull),
-			       .tv_nsec = (long)(ns % 1000000000ull) };
-	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-		;
-}
-
-static uint64_t mix64(uint64_t z)
-{
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
-
 static uint64_t next_rand(struct worker *w)
 {
 	w->rng += 0x9e3779b97f4a7c15ull; /* splitmix64 */
-	return mix64(w->rng);
+	return stress_mix64(w->rng);
 }
 
 static size_t align_up(size_t n)
@@ -152,40 +131,16 @@ static bool uses_churn(uint32_t workload)
 	return workload == PF_STRESS_CHURN || workload == PF_STRESS_MIXED;
 }
 
-/* ---- the pattern ------------------------------------------------------------------- */
-
-static unsigned char fill_byte(uint64_t tag)
-{
-	return (unsigned char)((tag >> 56) | 1); /* never 0, the value of fresh memory */
-}
-
-static size_t tag_bytes(uint32_t size)
-{
-	return size < sizeof(uint64_t) ? size : sizeof(uint64_t);
-}
+/* ---- the pattern (stress_common.h) ---------------------------------------------------- */
 
 static void fill(const struct frag *f)
 {
-	size_t head = tag_bytes(f->size);
-	memcpy(f->p, &f->tag, head);
-	memset(f->p + head, fill_byte(f->tag), f->size - head);
+	stress_fill(f->p, f->size, f->tag);
 }
 
 static bool intact(const struct frag *f)
 {
-	size_t i = tag_bytes(f->size);
-	if (memcmp(f->p, &f->tag, i) != 0)
-		return false;
-	unsigned char byte = fill_byte(f->tag);
-	uint64_t word = byte * 0x0101010101010101ull, diff = 0;
-	for (; i + sizeof(word) <= f->size; i += sizeof(word)) {
-		uint64_t v;
-		memcpy(&v, f->p + i, sizeof(v));
-		diff |= v ^ word;
-	}
-	for (; i < f->size; i++)
-		diff |= (uint64_t)(f->p[i] ^ byte);
-	return diff == 0;
+	return stress_intact(f->p, f->size, f->tag);
 }
 
 /* ---- taking and giving back one fragment ---------------------------------------------- */
@@ -219,7 +174,7 @@ static bool take(struct worker *w, pf_cache_t *cache, size_t align, struct frag 
 	}
 	f->p = p;
 	f->size = size;
-	f->tag = mix64(w->run->p->seed ^ ((uint64_t)w->index << 48) ^ w->seq++) ^ (uintptr_t)p;
+	f->tag = stress_mix64(w->run->p->seed ^ ((uint64_t)w->index << 48) ^ w->seq++) ^ (uintptr_t)p;
 	fill(f);
 	w->n.allocs++;
 	if (++w->unreported >= PROGRESS_BATCH)
@@ -499,7 +454,7 @@ static void setup_worker(struct run *run, struct worker *w, uint32_t index, stru
 	w->role = !uses_ring(p->workload) ? ROLE_SOLO : index % 2 ? ROLE_CONSUMER : ROLE_PRODUCER;
 	w->ring = uses_ring(p->workload) ? &run->rings[pair] : NULL;
 	w->churn = table;
-	w->rng = mix64(p->seed + index);
+	w->rng = stress_mix64(p->seed + index);
 	bool allocates = !(p->workload == PF_STRESS_RING && w->role == ROLE_CONSUMER);
 	uint32_t allocators = p->workload == PF_STRESS_RING ? p->pairs : run->nthreads;
 	uint32_t rank = p->workload == PF_STRESS_RING ? pair : index;
@@ -577,13 +532,13 @@ static void supervise(struct run *run, uint64_t start)
 	uint64_t stop_at = p->ops ? UINT64_MAX : start + p->duration_ns;
 	uint64_t crash_at = p->crash_after_ns ? start + p->crash_after_ns : UINT64_MAX;
 	for (;;) {
-		uint64_t now = now_ns();
+		uint64_t now = stress_now_ns();
 		if (now >= crash_at)
 			wild_write();
 		if (now >= stop_at || !atomic_load_explicit(&run->running, memory_order_acquire))
 			break;
 		uint64_t next = stop_at < crash_at ? stop_at : crash_at;
-		sleep_ns(next - now < SUPERVISE_TICK_NS ? next - now : SUPERVISE_TICK_NS);
+		stress_sleep_ns(next - now < SUPERVISE_TICK_NS ? next - now : SUPERVISE_TICK_NS);
 	}
 	atomic_store_explicit(&run->stop, 1, memory_order_relaxed);
 }
@@ -656,7 +611,7 @@ int pf_stress_run(const pf_stress_params_t *params, pf_stress_result_t *out)
 	if (map == MAP_FAILED)
 		return fail(ENOMEM, "could not map memory for the run's threads and rings");
 	struct run *run = setup(params, map, l);
-	uint64_t start = now_ns();
+	uint64_t start = stress_now_ns();
 	int started = start_threads(run);
 	if (started != 0)
 		atomic_store_explicit(&run->stop, 1, memory_order_relaxed);
@@ -664,7 +619,7 @@ int pf_stress_run(const pf_stress_params_t *params, pf_stress_result_t *out)
 		supervise(run, start);
 	struct counts sum = { 0 };
 	uint32_t threads = join_threads(run, &sum);
-	fill_result(out, &sum, threads, now_ns() - start);
+	fill_result(out, &sum, threads, stress_now_ns() - start);
 	munmap(map, l.total);
 	return started == 0 ? 0 : fail(EAGAIN, "could not start the run's threads");
 }

@@ -1,0 +1,75 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/*
+ * What the two stress loops (stress.c, stress_shared.c) share: the clock,
+ * sleeping, the random mix and the fragment pattern.
+ *
+ * The pattern: an 8-byte tag (fewer bytes for smaller fragments) then a fill
+ * byte taken from the tag, never 0 (the value of fresh memory). Two live
+ * fragments that overlap, or one handed out twice, break one of the patterns.
+ */
+#ifndef PYFRAG_STRESS_COMMON_H
+#define PYFRAG_STRESS_COMMON_H
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <string.h>
+#include <time.h>
+
+static inline uint64_t stress_now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static inline void stress_sleep_ns(uint64_t ns)
+{
+	struct timespec ts = { .tv_sec = (time_t)(ns / 1000000000ull),
+			       .tv_nsec = (long)(ns % 1000000000ull) };
+	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+		;
+}
+
+static inline uint64_t stress_mix64(uint64_t z)
+{
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+static inline unsigned char stress_fill_byte(uint64_t tag)
+{
+	return (unsigned char)((tag >> 56) | 1);
+}
+
+static inline size_t stress_tag_bytes(uint32_t size)
+{
+	return size < sizeof(uint64_t) ? size : sizeof(uint64_t);
+}
+
+static inline void stress_fill(unsigned char *p, uint32_t size, uint64_t tag)
+{
+	size_t head = stress_tag_bytes(size);
+	memcpy(p, &tag, head);
+	memset(p + head, stress_fill_byte(tag), size - head);
+}
+
+static inline bool stress_intact(const unsigned char *p, uint32_t size, uint64_t tag)
+{
+	size_t i = stress_tag_bytes(size);
+	if (memcmp(p, &tag, i) != 0)
+		return false;
+	unsigned char byte = stress_fill_byte(tag);
+	uint64_t word = byte * 0x0101010101010101ull, diff = 0;
+	for (; i + sizeof(word) <= size; i += sizeof(word)) {
+		uint64_t v;
+		memcpy(&v, p + i, sizeof(v));
+		diff |= v ^ word;
+	}
+	for (; i < size; i++)
+		diff |= (uint64_t)(p[i] ^ byte);
+	return diff == 0;
+}
+
+#endif /* PYFRAG_STRESS_COMMON_H */

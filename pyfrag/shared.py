@@ -1,0 +1,410 @@
+# SPDX-License-Identifier: GPL-2.0-only
+"""Shared arenas (pyfrag_shared.h): fragments allocated in one process and freed in another.
+
+Contract:
+- `SharedArena(name, create=True, ...)` creates the arena (its backing file
+  "pyfrag.<name>") and attaches to it; `SharedArena(name)` attaches to an
+  existing one. It is a context manager; close() detaches, and the creator
+  (by default: `remove_on_close` defaults to `create`) also removes the
+  name, while attached processes keep their mapping. A forgotten arena is
+  closed when collected (weakref.finalize, no reference to the object).
+- Bad arguments raise ValueError or TypeError before C is called. C
+  failures raise with errno and the library's sentence: FileNotFoundError
+  (ENOENT), FileExistsError (EEXIST), PermissionError (EACCES),
+  MemoryError (ENOMEM), IncompatibleArenaError (EPROTO, a FragError),
+  ValueError (EINVAL) and FragError for the rest. Any use after close()
+  raises FragError (closing twice is fine).
+- Any thread may use an arena: the library gives each thread of each process
+  its own cache per arena. `SharedFragment` is a `pyfrag.Fragment` (the
+  same buffer rules: views released by free(), no copy, no pickle) whose
+  free() may run in any process that has the arena open, plus `.offset` and
+  `send()`: send() ends this process's ownership without freeing and returns
+  (offset, length) for another process, which calls `arena.receive(offset,
+  length)` to get its own SharedFragment (and frees that), or
+  `arena.free_offset(offset)`.
+- close() first ends Python's access to every fragment of this arena object
+  still allocated (releasing their views; FragError, arena left open, if a
+  view's export is still held): after the unmap no Python path may reach the
+  memory. Such fragments stay allocated in the arena (other processes may
+  still use them); each view's buffer keeps the arena object alive, so the
+  finalizer never unmaps under a live view.
+"""
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import os
+import re
+import threading
+import weakref
+from dataclasses import dataclass
+
+from . import _lib
+from ._lib import FragError, IncompatibleArenaError  # noqa: F401  (re-exported)
+from .cache import Fragment, _not_copyable, check_align, check_size
+
+STATS_VERSION = 1  # PF_SHARED_STATS_VERSION
+LAYOUT_VERSION = 1  # PF_SHARED_LAYOUT_VERSION
+NAME_MAX = 48
+BACKINGS = {"auto": 0, "hugetlb": 1, "thp": 2, "4k": 3}
+BACKING_NAMES = {value: name for name, value in BACKINGS.items()}
+_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*\Z")
+
+
+# ---- statistics ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SharedStats:
+    """One pf_shared_stats snapshot (see PF_SHARED_STATS_FIELDS in pyfrag_shared.h)."""
+    layout_version: int
+    backing: int
+    base: int
+    map_bytes: int
+    data_bytes: int
+    pages_total: int
+    pages_free: int
+    pages_in_use: int
+    reserve_free_pages: int
+    processes: int
+    caches: int
+    allocs: int
+    frees: int
+    refills: int
+    recycles: int
+    abandons: int
+    order0_fallbacks: int
+    reserve_pages: int
+    reserve_returns: int
+    drains: int
+    invalid_frees: int
+    alloc_failures: int
+    attaches: int
+    detaches: int
+    reaped_processes: int
+    reaped_caches: int
+    lost_pages: int
+    lock_recoveries: int
+
+    @property
+    def backing_name(self) -> str:
+        return BACKING_NAMES.get(self.backing, str(self.backing))
+
+
+FIELDS = tuple(f.name for f in dataclasses.fields(SharedStats))
+_struct = None
+_struct_lock = threading.Lock()
+
+
+def _stats_struct(cdll):
+    """The ctypes pf_shared_stats_t built from the library's field names (checked once)."""
+    global _struct
+    with _struct_lock:
+        if _struct is None:
+            names = tuple(cdll.pf_shared_stats_field_name(i).decode()
+                          for i in range(cdll.pf_shared_stats_field_count()))
+            if names != FIELDS:
+                raise _lib.LibraryError(
+                    "%s counts different shared-arena statistics than this pyfrag package "
+                    "(library lacks %s, has extra %s); rebuild the library from the same "
+                    "checkout as the Python files (%s)"
+                    % (_lib.library_path(), sorted(set(FIELDS) - set(names)) or "none",
+                       sorted(set(names) - set(FIELDS)) or "none", _lib.HOW_TO_FIX))
+            fields = [("size", ctypes.c_uint32), ("version", ctypes.c_uint32)]
+            fields += [(name, ctypes.c_uint64) for name in names]
+            _struct = type("pf_shared_stats_t", (ctypes.Structure,), {"_fields_": fields})
+    return _struct
+
+
+def field_docs() -> dict[str, str]:
+    """The library's one-line meaning of each shared-arena counter."""
+    cdll = _lib.lib()
+    return {name: cdll.pf_shared_stats_field_doc(i).decode() for i, name in enumerate(FIELDS)}
+
+
+# ---- argument checks (before C) ------------------------------------------------------
+
+def check_name(name) -> bytes:
+    if not isinstance(name, str):
+        raise TypeError("an arena name must be a str, not %s" % type(name).__name__)
+    if not 1 <= len(name) <= NAME_MAX or not _NAME.match(name):
+        raise ValueError("bad arena name %r: 1 to %d letters, digits, '.', '_' or '-', not "
+                         "starting with '.'" % (name, NAME_MAX))
+    return name.encode()
+
+
+def _check_directory(directory):
+    if directory is None:
+        return None
+    if not isinstance(directory, (str, bytes, os.PathLike)):
+        raise TypeError("directory must be a path, not %s" % type(directory).__name__)
+    encoded = os.fsencode(directory)
+    if not encoded or b"\0" in encoded:
+        raise ValueError("directory must be a non-empty path without NUL bytes")
+    return encoded
+
+
+def _check_int(value, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError("%s must be an int, not %s" % (what, type(value).__name__))
+    return value
+
+
+def _check_create_args(create, size, mode, backing):
+    if size is not None:
+        if not create:
+            raise ValueError("size is for create=True (an attach takes the arena's size)")
+        if _check_int(size, "size") < 1:
+            raise ValueError("size must be >= 1 byte (it is rounded up to 2 MiB), not %d" % size)
+    if not 1 <= _check_int(mode, "mode") <= 0o777:
+        raise ValueError("mode must be permission bits 0o001..0o777, not %s" % oct(mode))
+    if not isinstance(backing, str):
+        raise TypeError("backing must be a str, not %s" % type(backing).__name__)
+    if backing not in BACKINGS:
+        raise ValueError("backing must be one of %s, not %r" % (", ".join(BACKINGS), backing))
+
+
+# ---- the arena --------------------------------------------------------------------
+
+def _close_handle(detach, unlink, handle, name, directory) -> None:
+    """Detach, then remove the name if asked (unlink is None otherwise); no object reference."""
+    detach(handle)
+    if unlink is not None:
+        try:
+            unlink(name, directory)
+        except FileNotFoundError:
+            pass  # someone removed it already
+
+
+class SharedArena:
+    """A shared arena, created or attached by name; see the module docstring."""
+
+    def __init__(self, name, *, create=False, size=None, mode=0o600, backing="auto",
+                 directory=None, remove_on_close=None):
+        raw_name = check_name(name)
+        raw_dir = _check_directory(directory)
+        _check_create_args(create, size, mode, backing)
+        if backing != "auto" and not create:
+            raise ValueError("backing is for create=True (an attach takes the arena's backing)")
+        remove = bool(create) if remove_on_close is None else bool(remove_on_close)
+        cdll = _lib.lib()
+        _stats_struct(cdll)  # a library with other statistics fails here, before any mapping
+        if create:
+            handle = cdll.pf_shared_create(raw_name, size or 0, mode, BACKINGS[backing], raw_dir)
+        else:
+            handle = cdll.pf_shared_attach(raw_name, raw_dir)
+        self._name = name
+        self._directory = directory
+        self._handle = handle
+        self._fragments = weakref.WeakSet()  # live SharedFragments of this object
+        self._lock = threading.Lock()
+        self._remove = remove
+        try:
+            self._path = os.fsdecode(cdll.pf_shared_path(handle) or b"")
+            first = self._stats_now(cdll, handle)
+        except BaseException:
+            cdll.pf_shared_detach(handle)
+            raise
+        self._base, self._map_bytes = first.base, first.map_bytes
+        self._backing, self._size = first.backing_name, first.data_bytes
+        self._finalizer = weakref.finalize(
+            self, _close_handle, cdll.pf_shared_detach, cdll.pf_shared_unlink if remove else None,
+            handle, raw_name, raw_dir)
+
+    # -- state --
+    @property
+    def closed(self) -> bool:
+        return not self._finalizer.alive
+
+    def _checked_handle(self) -> int:
+        if not self._finalizer.alive:
+            raise FragError("shared arena %r is closed" % self._name)
+        return self._handle
+
+    @property
+    def _as_parameter_(self) -> int:
+        return self._checked_handle()
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def remove_on_close(self) -> bool:
+        """Whether close() removes the name (the creator's default)."""
+        return self._remove
+
+    @property
+    def directory(self):
+        return self._directory
+
+    @property
+    def path(self) -> str:
+        """The backing file (on a hugetlbfs mount, or in /dev/shm)."""
+        return self._path
+
+    @property
+    def base(self) -> int:
+        """The address the arena is mapped at, the same in every process."""
+        return self._base
+
+    @property
+    def map_bytes(self) -> int:
+        """Bytes mapped: the control region and the frag pages."""
+        return self._map_bytes
+
+    @property
+    def size(self) -> int:
+        """Bytes of frag pages."""
+        return self._size
+
+    @property
+    def backing(self) -> str:
+        """"hugetlb", "thp" or "4k"."""
+        return self._backing
+
+    # -- fragments --
+    def _fragment(self, address: int, size: int, offset: int) -> SharedFragment:
+        frag = SharedFragment(self, address, size, offset)
+        self._fragments.add(frag)
+        return frag
+
+    def alloc(self, size, align=None) -> SharedFragment:
+        """A fragment of `size` bytes (1..32768) from this thread's cache, aligned if asked."""
+        size = check_size(size)
+        align = None if align is None else check_align(align)
+        handle = self._checked_handle()
+        cdll = _lib.lib()
+        if align is None:
+            address = cdll.pf_shared_alloc(handle, size)
+        else:
+            address = cdll.pf_shared_alloc_align(handle, size, align)
+        return self._fragment(address, size, address - self._base)
+
+    def _address(self, offset) -> int:
+        offset = _check_int(offset, "offset")
+        if offset < 0:
+            raise ValueError("offset must be >= 0, not %d" % offset)
+        return _lib.lib().pf_shared_address(self._checked_handle(), offset)
+
+    def receive(self, offset, length) -> SharedFragment:
+        """Take ownership of a fragment another process sent as (offset, length)."""
+        length = check_size(length)
+        address = self._address(offset)
+        if offset + length > self._map_bytes:
+            raise ValueError("offset %d + length %d runs past the arena (%d bytes mapped)"
+                             % (offset, length, self._map_bytes))
+        return self._fragment(address, length, offset)
+
+    def free_offset(self, offset) -> None:
+        """Free the fragment at offset (sent by another process) without making an object."""
+        address = self._address(offset)
+        _lib.lib().pf_shared_free(self._checked_handle(), address)
+
+    def offset_of(self, address) -> int:
+        """The offset of an address inside the arena's frag pages (ValueError if outside)."""
+        return _lib.lib().pf_shared_offset(self._checked_handle(), _check_int(address, "address"))
+
+    # -- the whole arena --
+    @staticmethod
+    def _stats_now(cdll, handle) -> SharedStats:
+        struct = _stats_struct(cdll)
+        snapshot = struct()
+        cdll.pf_shared_stats(handle, ctypes.byref(snapshot), ctypes.sizeof(snapshot))
+        if snapshot.size != ctypes.sizeof(struct) or snapshot.version != STATS_VERSION:
+            raise _lib.LibraryError(
+                "%s does not match this pyfrag package: its pf_shared_stats_t has size %d and "
+                "version %d, pyfrag expects size %d and version %d; rebuild the library from "
+                "the same checkout as the Python files (%s)"
+                % (_lib.library_path(), snapshot.size, snapshot.version, ctypes.sizeof(struct),
+                   STATS_VERSION, _lib.HOW_TO_FIX))
+        return SharedStats(*(getattr(snapshot, name) for name in FIELDS))
+
+    def stats(self) -> SharedStats:
+        """A snapshot of the arena's counters (every process's together)."""
+        return self._stats_now(_lib.lib(), self._checked_handle())
+
+    def reap(self) -> int:
+        """Reap the processes that died attached; how many."""
+        return _lib.lib().pf_shared_reap(self._checked_handle())
+
+    def flush(self) -> None:
+        """Give this thread's cache for the arena back (thread exit and close do it too)."""
+        _lib.lib().pf_shared_thread_flush(self._checked_handle())
+
+    def close(self) -> None:
+        """Detach (and remove the name if remove_on_close). Closing twice is fine."""
+        with self._lock:
+            if not self._finalizer.alive:
+                return
+            for frag in list(self._fragments):
+                frag._orphan()  # FragError (arena left open) if a view is still exported
+            _lib.lib().pf_shared_thread_flush(self._handle)
+            self._finalizer()
+
+    @staticmethod
+    def unlink(name, directory=None) -> None:
+        """Remove the arena's name (attached processes keep their mapping)."""
+        _lib.lib().pf_shared_unlink(check_name(name), _check_directory(directory))
+
+    def __enter__(self) -> SharedArena:
+        self._checked_handle()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "%s at 0x%x" % (self._backing, self._base)
+        return "<SharedArena %r %s>" % (self._name, state)
+
+    __copy__ = __deepcopy__ = __reduce_ex__ = __reduce__ = _not_copyable
+
+
+# ---- fragments ----------------------------------------------------------------------
+
+class SharedFragment(Fragment):
+    """`size` bytes at `offset` in a SharedArena; a Fragment that can also be sent."""
+
+    __slots__ = ("_offset", "_gone")
+
+    def __init__(self, arena: SharedArena, address: int, size: int, offset: int):
+        super().__init__(arena, address, size)
+        self._base._arena = arena  # a view's buffer keeps the mapping's owner alive
+        self._offset = offset
+        self._gone = "freed"
+
+    @property
+    def offset(self) -> int:
+        """Where the fragment is, from the arena's base: what to send to another process."""
+        return self._offset
+
+    @property
+    def arena(self) -> SharedArena:
+        return self._cache
+
+    def _checked_base(self):
+        base = self._base
+        if base is None:
+            raise FragError("fragment at offset %d was %s" % (self._offset, self._gone))
+        return base
+
+    def _release_memory(self) -> None:
+        _lib.lib().pf_shared_free(self._cache._checked_handle(), self._address)
+        self._gone = "freed"
+
+    def send(self) -> tuple:
+        """Give up ownership without freeing: (offset, length) for another process's receive()."""
+        self._give_up("send", lambda: setattr(self, "_gone", "sent"))
+        return self._offset, self._size
+
+    def _orphan(self) -> None:
+        if self._base is not None:
+            self._give_up("close the arena of", lambda: setattr(
+                self, "_gone", "left allocated when its arena was closed"))
+
+    def page(self):
+        raise FragError("page() describes private-arena pages; see SharedArena.stats()")
+
+    def __repr__(self) -> str:
+        state = "" if self._base is not None else " " + self._gone
+        return "<SharedFragment offset=%d size=%d%s>" % (self._offset, self._size, state)
