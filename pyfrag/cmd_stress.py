@@ -17,7 +17,7 @@ import shlex
 import sys
 import time
 
-from . import stress
+from . import stress, stress_shared
 from ._plot import load_pyplot
 from .stress import MiB
 
@@ -40,6 +40,18 @@ workloads:
   mixed   ring pairs that also run burst and churn steps on the same caches
 sizes: imix (64/576/1500 bytes at 7:4:1), N, MIN-MAX, or a file of sizes
   (whitespace separated, # comments). RSS is psutil's rss + hugetlb pages.
+--shared: PRODUCERS producer processes and CONSUMERS consumer processes attach
+  to one shared arena (hugetlbfs, else /dev/shm) and exchange fragments as
+  offsets through one SPSC ring per producer/consumer pair, the rings
+  themselves fragments of the arena. Checked: every fragment produced freed
+  exactly once, no corruption, no failed allocation or invalid free, the
+  arena's pages_in_use back to its start value once every process detached,
+  per process peak RSS <= pre-run + the mapping + slack, final RSS (after
+  detaching) <= pre-run + slack. --fault-kill-consumer S SIGKILLs consumer 0
+  S seconds into its run: the producers drain its rings, the harness reaps
+  it, and the run passes (exit 0) if the survivors met every check and the
+  loss is within what the dead consumer held (at most one fragment, and the
+  32 KiB frag page it pins), shown under "lost".
 exit: 0 all checks held, 1 a check failed, 2 usage, 130 interrupted."""
 
 
@@ -82,10 +94,11 @@ def add_parser(subparsers) -> None:
         description=DESCRIPTION, epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     add = parser.add_argument
-    add("--workload", choices=stress.WORKLOADS, default="mixed", help="what the threads do (mixed)")
-    add("--workers", type=_count(1, 256), default=stress.default_workers(), metavar="N",
-        help="worker processes (the CPU count: %(default)s)")
-    add("--pairs", type=_count(1, 1024), default=1, metavar="N",
+    add("--workload", choices=stress.WORKLOADS, default=None,
+        help="what the threads do (mixed)")
+    add("--workers", type=_count(1, 256), default=None, metavar="N",
+        help="worker processes (the CPU count: %d)" % stress.default_workers())
+    add("--pairs", type=_count(1, 1024), default=None, metavar="N",
         help="thread pairs per worker: 2N threads (1)")
     length = parser.add_mutually_exclusive_group()
     length.add_argument("--duration", type=_seconds(0.01, 86400), default=stress.DEFAULT_DURATION,
@@ -113,12 +126,28 @@ def add_parser(subparsers) -> None:
         help="instead of the native workloads, run WORKERS instances of PROGRAM under the "
         "preload (PYFRAG_STATS=1), sample their RSS and hugepages, collect pyfrag's statistics "
         "from each, and judge exit status, signals, failed allocations and invalid frees")
+    shared = parser.add_argument_group("shared arena (--shared)")
+    shared.add_argument("--shared", action="store_true",
+                        help="producer and consumer processes over one shared arena, instead of "
+                        "the workloads")
+    shared.add_argument("--producers", type=_count(1, 16), default=None, metavar="N",
+                        help="producer processes (%d)" % stress_shared.DEFAULT_PRODUCERS)
+    shared.add_argument("--consumers", type=_count(1, 16), default=None, metavar="N",
+                        help="consumer processes (%d)" % stress_shared.DEFAULT_CONSUMERS)
+    shared.add_argument("--backing", choices=("auto", "hugetlb", "thp", "4k"), default=None,
+                        help="the arena's memory (auto: hugetlb, else THP, else 4 KiB)")
+    shared.add_argument("--arena-size", type=_count(2, 1 << 20), default=None, metavar="MIB",
+                        help="the arena's size (auto: every ring full of the largest size, "
+                        "twice, at least 16 MiB)")
     faults = parser.add_argument_group("fault injection (tests the checks themselves)")
     faults.add_argument("--fault-leak", type=_count(1, 2**62), default=0, metavar="N",
                         help="workers leak every Nth fragment (at most %d per worker)"
                         % stress.LEAK_MAX)
     faults.add_argument("--fault-crash", nargs="?", const=0, type=_count(0, 255), metavar="WORKER",
                         help="worker WORKER (0) dies of SIGSEGV halfway through its run")
+    faults.add_argument("--fault-kill-consumer", type=_seconds(0.001, 86400), default=None,
+                        metavar="SECONDS", help="--shared: SIGKILL consumer 0 SECONDS after its "
+                        "start; exit 0 if the survivors pass and the loss is what it held")
     parser.set_defaults(run=run)
 
 
@@ -133,7 +162,12 @@ def _command(text: str) -> tuple:
 
 
 def job_from(args, params: stress.Params):
-    """The job each worker runs: the native workload, or the --cmd program."""
+    """The job each worker runs: the native workload, the --cmd program, or --shared's."""
+    if args.shared:
+        return stress_shared.SharedJob(
+            params, args.producers or stress_shared.DEFAULT_PRODUCERS,
+            args.consumers or stress_shared.DEFAULT_CONSUMERS, backing=args.backing or "auto",
+            kill_after=args.fault_kill_consumer or 0.0, size=(args.arena_size or 0) * MiB)
     if not args.cmd:
         return None  # stress.run's default, the native job
     from .stress_cmd import CommandJob
@@ -141,8 +175,13 @@ def job_from(args, params: stress.Params):
 
 
 def params_from(args) -> stress.Params:
+    if args.shared:
+        workers = (args.producers or stress_shared.DEFAULT_PRODUCERS) + \
+            (args.consumers or stress_shared.DEFAULT_CONSUMERS)
+    else:
+        workers = args.workers or stress.default_workers()
     return stress.Params(
-        workload=args.workload, workers=args.workers, pairs=args.pairs,
+        workload=args.workload or "mixed", workers=workers, pairs=args.pairs or 1,
         duration=args.duration, ops=args.ops, sizes=args.sizes, seed=args.seed,
         start_method=args.start_method, interval=args.interval, rss_slack=args.rss_slack * MiB,
         timeout=args.timeout, fault_leak=args.fault_leak,
@@ -270,6 +309,8 @@ def _summary(report: stress.Report) -> str:
 
 
 def format_report(report: stress.Report) -> str:
+    if isinstance(report, stress_shared.SharedReport):
+        return format_shared_report(report)
     p = report.params
     length = "%d ops per worker" % p.ops if p.ops else "%g s" % p.duration
     if report.command:
@@ -280,6 +321,68 @@ def format_report(report: stress.Report) -> str:
              % (p.workload, p.workers, p.pairs, "" if p.pairs == 1 else "s", length, p.sizes.text,
                 p.start_method))
     return title + format_table(report) + "\n" + _summary(report)
+
+
+# ---- the --shared report -------------------------------------------------------------------
+
+ARENA_ROWS = ("pages_in_use", "pages_free", "processes", "caches", "allocs", "frees", "refills",
+              "recycles", "abandons", "order0_fallbacks", "invalid_frees", "alloc_failures",
+              "attaches", "detaches", "reaped_processes", "reaped_caches", "lost_pages",
+              "lock_recoveries")
+
+
+def format_arena_table(arena: dict) -> str:
+    stages = (("start", arena["stats_before"]), ("after run", arena["stats_after_run"]),
+              ("end", arena["stats_final"]))
+    rows = [("arena stat",) + tuple(name for name, _ in stages)]
+    rows += [(field,) + tuple(str(stats[field]) for _, stats in stages) for field in ARENA_ROWS]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip()
+                     for r in rows) + "\n"
+
+
+def _fragments_line(arena: dict) -> str:
+    t = arena["totals"]
+    return ("fragments: %d produced, %d freed by consumers, %d drained from a dead consumer's "
+            "rings, %d freed by producers, %d lost\n"
+            % (t["allocs"], t["frees"], t["drained"], t["self_freed"], arena["lost_fragments"]))
+
+
+def _kill_lines(arena: dict) -> str:
+    kill = arena.get("kill")
+    if not kill:
+        return ""
+    if not kill["killed"]:
+        return "fault: consumer 0 was not killed (it was %s)\n" % kill["state"]
+    final, before = arena["stats_final"], arena["stats_before"]
+    return ("fault: consumer 0 (pid %d) SIGKILLed %g s into its run; reaped %d; lost: %d "
+            "fragment%s, %d pages (4 KiB) still in use, library lost_pages %d\n"
+            % (kill["pid"], kill["after_s"], final["reaped_processes"] - before["reaped_processes"],
+               arena["lost_fragments"], "" if arena["lost_fragments"] == 1 else "s",
+               final["pages_in_use"] - before["pages_in_use"], final["lost_pages"]))
+
+
+def _shared_summary(report) -> str:
+    if not report.ok:
+        lines = ["FAILED: %d violation%s" % (len(report.violations),
+                                            "" if len(report.violations) == 1 else "s")]
+        lines += ["  - %s" % v for v in report.violations]
+        return "\n".join(lines) + "\n"
+    p, n = report.params, len(report.workers)
+    return ("ok (%d processes, %.1f s): every fragment freed exactly once, no corruption, no "
+            "failed allocation\n    or invalid free, pages_in_use back to its start, RSS within "
+            "pre-run + mapping + %d MiB\n" % (n, report.elapsed, p.rss_slack // MiB))
+
+
+def format_shared_report(report) -> str:
+    p, a = report.params, report.arena
+    length = "%d ops per producer" % p.ops if p.ops else "%g s" % p.duration
+    title = ("pyfrag stress --shared: %d producers x %d consumers, %d rings of %d slots, %s, "
+             "sizes %s, start method %s\narena %s: %d MiB, %s, %s\n\n"
+             % (a["producers"], a["consumers"], a["rings"], a["ring_slots"], length, p.sizes.text,
+                p.start_method, a["name"], a["size_bytes"] // MiB, a["backing"], a["path"]))
+    return (title + format_table(report) + "\n" + format_arena_table(a) + "\n" +
+            _fragments_line(a) + _kill_lines(a) + "\n" + _shared_summary(report))
 
 
 def write_json(report: stress.Report, path: str) -> None:
@@ -322,12 +425,42 @@ def stress_job_errors() -> tuple:
     return (CommandError,)
 
 
+_SHARED_ONLY = ("producers", "consumers", "backing", "arena_size", "fault_kill_consumer")
+_NOT_SHARED = ("workload", "workers", "pairs", "cmd", "fault_leak", "fault_crash")
+
+
+def _option(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _check_shared_args(args):
+    """A usage error message for --shared (or its options without it), or None."""
+    if not args.shared:
+        given = [_option(n) for n in _SHARED_ONLY if getattr(args, n) is not None]
+        return "%s only with --shared" % ", ".join(given) if given else None
+    given = [_option(n) for n in _NOT_SHARED if getattr(args, n) not in (None, 0)]
+    if given:
+        return "%s do not apply to --shared (use --producers and --consumers)" % ", ".join(given)
+    if args.start_method == "fork":
+        return ("--shared needs fresh worker processes (spawn or forkserver): a forked worker "
+                "would inherit the parent's attachment to the arena")
+    kill = args.fault_kill_consumer
+    if kill is not None and (args.ops or kill >= args.duration):
+        return ("--fault-kill-consumer %g must come before the end of the run: give a "
+                "--duration longer than it (not --ops)" % kill)
+    return None
+
+
 def _check_args(args):
     """A usage error message, or None."""
+    problem = _check_shared_args(args)
+    if problem:
+        return problem
     if args.cmd and (args.fault_leak or args.fault_crash is not None):
         return "--fault-leak and --fault-crash act on the native workloads, not on --cmd"
-    if args.fault_crash is not None and args.fault_crash >= args.workers:
-        return "--fault-crash %d: there are only %d workers" % (args.fault_crash, args.workers)
+    workers = args.workers or stress.default_workers()
+    if args.fault_crash is not None and args.fault_crash >= workers:
+        return "--fault-crash %d: there are only %d workers" % (args.fault_crash, workers)
     for path in (args.json, args.plot):
         folder = os.path.dirname(os.path.abspath(path)) if path and path != "-" else None
         if folder and not os.path.isdir(folder):
@@ -350,7 +483,10 @@ def run(args) -> int:
     started = time.monotonic()
     job = job_from(args, params)
     try:
-        report = stress.run(params, job=job, view=view)
+        if args.shared:
+            report = stress_shared.run(params, job, view=view)
+        else:
+            report = stress.run(params, job=job, view=view)
     except stress_job_errors() as exc:
         return _usage_error(str(exc))
     except KeyboardInterrupt:

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from . import _lib
 from ._lib import FragError, IncompatibleArenaError  # noqa: F401  (re-exported)
 from .cache import Fragment, _not_copyable, check_align, check_size
+from .stats import _sum_smaps
 
 STATS_VERSION = 1  # PF_SHARED_STATS_VERSION
 LAYOUT_VERSION = 1  # PF_SHARED_LAYOUT_VERSION
@@ -161,6 +162,40 @@ def _check_create_args(create, size, mode, backing):
         raise TypeError("backing must be a str, not %s" % type(backing).__name__)
     if backing not in BACKINGS:
         raise ValueError("backing must be one of %s, not %r" % (", ".join(BACKINGS), backing))
+
+
+# ---- what the kernel says -----------------------------------------------------------
+
+_SMAPS_KEYS = {"Rss": "rss", "Shared_Hugetlb": "shared_hugetlb",
+               "Private_Hugetlb": "private_hugetlb", "ShmemPmdMapped": "shmem_pmd_mapped",
+               "FilePmdMapped": "file_pmd_mapped"}
+
+
+@dataclass(frozen=True)
+class SharedCoverage:
+    """Bytes of an arena's mapping in one process, from /proc/PID/smaps."""
+    rss: int = 0               # resident, hugetlb excluded (shmem THP included)
+    shared_hugetlb: int = 0
+    private_hugetlb: int = 0
+    shmem_pmd_mapped: int = 0  # shmem transparent hugepages mapped by a PMD
+    file_pmd_mapped: int = 0
+
+    @property
+    def resident(self) -> int:
+        return self.rss + self.shared_hugetlb + self.private_hugetlb
+
+    @property
+    def hugetlb(self) -> int:
+        return self.shared_hugetlb + self.private_hugetlb
+
+    @property
+    def thp(self) -> int:
+        return self.shmem_pmd_mapped + self.file_pmd_mapped
+
+    @property
+    def huge_fraction(self) -> float:
+        """Share of the resident bytes on 2 MiB pages of either kind (0 when none resident)."""
+        return (self.hugetlb + self.thp) / self.resident if self.resident else 0.0
 
 
 # ---- the arena --------------------------------------------------------------------
@@ -326,6 +361,13 @@ class SharedArena:
     def reap(self) -> int:
         """Reap the processes that died attached; how many."""
         return _lib.lib().pf_shared_reap(self._checked_handle())
+
+    def hugepage_coverage(self, pid="self") -> SharedCoverage:
+        """What /proc/PID/smaps says about this arena's mapping in process PID."""
+        start, end = self._base, self._base + self._map_bytes
+        self._checked_handle()
+        sums = _sum_smaps(pid, lambda low, high: low < end and high > start, _SMAPS_KEYS)
+        return SharedCoverage(**sums)
 
     def flush(self) -> None:
         """Give this thread's cache for the arena back (thread exit and close do it too)."""

@@ -26,6 +26,7 @@
 #define PYFRAG_STRESS_H
 
 #include "pyfrag.h"
+#include "pyfrag_shared.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -94,6 +95,92 @@ PF_API const char *pf_stress_error_message(void);
 
 /* "ring", "burst", "churn", "mixed"; NULL past the last. */
 PF_API const char *pf_stress_workload_name(unsigned workload);
+
+/*
+ * Shared-arena loops (`pyfrag stress --shared`, stress_shared.c): producer
+ * processes allocate fragments from a shared arena (pyfrag_shared.h), write
+ * the pattern and push their offsets through SPSC rings to consumer
+ * processes, which verify and free them. One ring per (producer, consumer)
+ * pair; every ring, and the control block holding each process's counters,
+ * is itself a fragment of the arena, so every process sees it at the same
+ * address.
+ *
+ * The parent lays the run out with pf_stress_shared_setup(), each worker
+ * process runs pf_stress_shared_run() with its role and index, the parent
+ * reads every process's counters with pf_stress_shared_peer() (also those of
+ * a process that died: they live in the arena) and frees the layout with
+ * pf_stress_shared_teardown().
+ *
+ * A consumer holds a robust process-shared mutex while it runs. When a
+ * producer has finished, it waits for each of its rings to be emptied; if
+ * that ring's consumer died (the mutex reports EOWNERDEAD), the producer
+ * marks it dead and drains the ring itself (verify and free: "drained").
+ * A consumer takes one fragment at a time, so a dead consumer loses at most
+ * the one it held: allocs - frees - drained - self_freed over all processes.
+ */
+#define PF_STRESS_SHARED_MAX 16u        /* producers, and consumers, at most */
+#define PF_STRESS_SHARED_SLOTS_MAX 1024u /* a ring fits one 32 KiB fragment */
+
+enum pf_stress_shared_role { PF_STRESS_PRODUCER, PF_STRESS_CONSUMER };
+enum pf_stress_shared_state {
+	PF_STRESS_IDLE,     /* not started */
+	PF_STRESS_RUNNING,
+	PF_STRESS_FINISHED, /* ran to its end */
+	PF_STRESS_DEAD      /* a consumer that died while running (seen by a producer) */
+};
+
+typedef struct pf_stress_shared_params {
+	uint32_t size;          /* sizeof(pf_stress_shared_params_t) */
+	uint32_t role;          /* enum pf_stress_shared_role */
+	uint32_t index;         /* which producer, or which consumer, from 0 */
+	uint32_t nsizes;        /* entries in sizes; 0: uniform in [size_min, size_max] */
+	const uint32_t *sizes;  /* fragment sizes picked uniformly from this table, or NULL */
+	uint32_t size_min;      /* 1..PF_FRAG_PAGE_SIZE */
+	uint32_t size_max;      /* size_min..PF_FRAG_PAGE_SIZE */
+	uint64_t control;       /* the offset pf_stress_shared_setup returned */
+	uint64_t duration_ns;   /* producers: how long to produce, used when ops == 0 */
+	uint64_t ops;           /* producers: fragments to produce; 0 runs for duration_ns */
+	uint64_t seed;
+	uint64_t *progress;     /* if not NULL: fragments allocated (producer) or freed
+	                           (consumer) so far, relaxed atomic adds */
+} pf_stress_shared_params_t;
+
+/* One process's counters, as kept in the arena while it runs. */
+typedef struct pf_stress_shared_peer {
+	uint32_t size;           /* sizeof(pf_stress_shared_peer_t) in the library */
+	uint32_t state;          /* enum pf_stress_shared_state */
+	uint32_t pid;            /* the process, once started */
+	uint32_t unused;
+	uint64_t started_ns;     /* CLOCK_MONOTONIC at its start */
+	uint64_t allocs;         /* producer: fragments allocated */
+	uint64_t frees;          /* consumer: fragments taken from its rings, verified and freed */
+	uint64_t drained;        /* producer: fragments it took back from a dead consumer's ring */
+	uint64_t self_freed;     /* producer: fragments it freed because every ring stayed full */
+	uint64_t corrupt;        /* fragments whose pattern was wrong when verified */
+	uint64_t alloc_failures; /* allocations that returned NULL */
+	uint64_t free_failures;  /* frees that returned -1 */
+	uint64_t dead_seen;      /* producer: consumers it found dead */
+	uint64_t elapsed_ns;     /* wall time of its run */
+} pf_stress_shared_peer_t;
+
+/*
+ * Allocate and initialise the control block and producers x consumers rings
+ * of ring_slots slots (a power of two, 2..PF_STRESS_SHARED_SLOTS_MAX) from
+ * the calling thread's cache of arena. The control block's offset, or
+ * UINT64_MAX with errno (EINVAL, ENOMEM) and pf_stress_error_message().
+ */
+PF_API uint64_t pf_stress_shared_setup(pf_shared_t *arena, uint32_t producers, uint32_t consumers,
+				       uint32_t ring_slots);
+/* Run one producer or consumer until its end (see above); fill out (its peer counters). */
+PF_API int pf_stress_shared_run(pf_shared_t *arena, const pf_stress_shared_params_t *params,
+				pf_stress_shared_peer_t *out);
+/* A snapshot of one process's counters. -1/EINVAL for a bad control, role or index. */
+PF_API int pf_stress_shared_peer(pf_shared_t *arena, uint64_t control, uint32_t role,
+				 uint32_t index, pf_stress_shared_peer_t *out);
+/* Fragments still sitting in the rings; UINT64_MAX/EINVAL for a bad control. */
+PF_API uint64_t pf_stress_shared_in_rings(pf_shared_t *arena, uint64_t control);
+/* Free the rings and the control block (their fragments, not what the rings still hold). */
+PF_API int pf_stress_shared_teardown(pf_shared_t *arena, uint64_t control);
 
 #ifdef __cplusplus
 }

@@ -103,11 +103,16 @@ static const char *const workload_names[PF_STRESS_WORKLOADS] = { "ring", "burst"
 
 /* ---- small helpers ------------------------------------------------------------------ */
 
-static int fail(int err, const char *message)
+int pf__stress_fail(int err, const char *message)
 {
 	error_message = message;
 	errno = err;
 	return -1;
+}
+
+static int fail(int err, const char *message)
+{
+	return pf__stress_fail(err, message);
 }
 
 static uint64_t next_rand(struct worker *w)

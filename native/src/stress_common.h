@@ -16,6 +16,9 @@
 #include <string.h>
 #include <time.h>
 
+/* Set pf_stress_error_message() and errno; returns -1 (stress.c). */
+int pf__stress_fail(int err, const char *message);
+
 static inline uint64_t stress_now_ns(void)
 {
 	struct timespec ts;
