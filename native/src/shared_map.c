@@ -6,7 +6,8 @@
  * - The file is "<directory>/pyfrag.<name>". Without a directory: the first
  *   hugetlbfs mount of 2 MiB pages for hugetlb, /dev/shm for shmem. (A
  *   memfd_create file is the same shmem memory but has no name another
- *   process can open, hence /dev/shm.)
+ *   process can open, hence /dev/shm; its transparent hugepages follow the
+ *   tmpfs mount's huge= option, where a memfd's follow shmem_enabled.)
  * - Creation is O_EXCL with the asked mode set by fchmod (umask does not
  *   narrow or widen it). All memory is allocated at creation: hugetlb pages
  *   are reserved by the first mmap, shmem pages are populated
@@ -98,39 +99,87 @@ static ssize_t read_text(const char *path, char *buf, size_t size)
 	return (ssize_t)used;
 }
 
-/* The index-th hugetlbfs mount of 2 MiB pages (its directory into out), or false. */
-static bool hugetlbfs_mount(unsigned index, char *out, size_t out_size)
+/*
+ * Walk /proc/self/mounts: with index >= 0, the index-th hugetlbfs mount of
+ * 2 MiB pages; with path, the mount that holds path (the last, longest
+ * match). Its directory, type and options into the out buffers; false if none.
+ */
+struct mount_entry {
+	char dir[200], type[32], opts[256];
+};
+
+static bool find_mount(int index, const char *path, struct mount_entry *out)
 {
-	static char mounts[16384];
+	static char mounts[32768]; /* under pf__shared_lock */
 	if (read_text("/proc/self/mounts", mounts, sizeof(mounts)) <= 0)
 		return false;
-	unsigned seen = 0;
+	int seen = 0;
+	size_t best = 0;
+	bool found = false;
 	for (char *line = mounts; *line;) {
 		char *end = strchr(line, '\n');
 		if (end)
 			*end = '\0';
-		char dev[64], dir[200], type[32], opts[256];
-		if (sscanf(line, "%63s %199s %31s %255s", dev, dir, type, opts) == 4 &&
-		    strcmp(type, "hugetlbfs") == 0 &&
-		    (!strstr(opts, "pagesize=") || strstr(opts, "pagesize=2M")) && seen++ == index) {
-			snprintf(out, out_size, "%s", dir);
-			return true;
+		char dev[64];
+		struct mount_entry e;
+		if (sscanf(line, "%63s %199s %31s %255s", dev, e.dir, e.type, e.opts) == 4) {
+			size_t n = strlen(e.dir);
+			if (path) {
+				bool holds = strncmp(path, e.dir, n) == 0 &&
+					     (path[n] == '/' || path[n] == '\0' || n == 1);
+				if (holds && n >= best) {
+					best = n;
+					*out = e;
+					found = true;
+				}
+			} else if (strcmp(e.type, "hugetlbfs") == 0 &&
+				   (!strstr(e.opts, "pagesize=") || strstr(e.opts, "pagesize=2M")) &&
+				   seen++ == index) {
+				*out = e;
+				return true;
+			}
 		}
 		if (!end)
 			break;
 		line = end + 1;
 	}
-	return false;
+	return found;
 }
 
-/* Does the system give shmem transparent hugepages when a mapping asks (MADV_HUGEPAGE)? */
-static bool shmem_thp_allowed(void)
+static bool hugetlbfs_mount(unsigned index, char *out, size_t out_size)
+{
+	struct mount_entry e;
+	if (!find_mount((int)index, NULL, &e))
+		return false;
+	snprintf(out, out_size, "%s", e.dir);
+	return true;
+}
+
+static bool is_hugetlbfs(const char *directory)
+{
+	struct mount_entry e;
+	return find_mount(-1, directory, &e) && strcmp(e.type, "hugetlbfs") == 0;
+}
+
+/*
+ * Will a file in directory get transparent hugepages when its mapping asks
+ * (MADV_HUGEPAGE)? For a tmpfs mount that is its huge= option (shmem_enabled
+ * governs only the kernel's internal mount: memfd, SysV shm), unless
+ * shmem_enabled forces or denies it for every mount.
+ */
+static bool thp_allowed(const char *directory)
 {
 	char text[128];
-	if (read_text("/sys/kernel/mm/transparent_hugepage/shmem_enabled", text, sizeof(text)) <= 0)
-		return false;
-	return strstr(text, "[always]") || strstr(text, "[within_size]") || strstr(text, "[advise]") ||
-	       strstr(text, "[force]");
+	if (read_text("/sys/kernel/mm/transparent_hugepage/shmem_enabled", text, sizeof(text)) > 0) {
+		if (strstr(text, "[deny]"))
+			return false;
+		if (strstr(text, "[force]"))
+			return true;
+	}
+	struct mount_entry e;
+	return find_mount(-1, directory, &e) && strcmp(e.type, "tmpfs") == 0 &&
+	       (strstr(e.opts, "huge=always") || strstr(e.opts, "huge=within_size") ||
+		strstr(e.opts, "huge=advise"));
 }
 
 static int make_path(char *out, size_t size, const char *directory, const char *name)
@@ -288,26 +337,32 @@ int pf__shared_map_create(struct pf_shared *local, const char *name, size_t size
 	layout(&shape, round_up(size, PF_CHUNK_SIZE));
 
 	char dir[200];
-	bool have_hugetlbfs = directory ? true : hugetlbfs_mount(0, dir, sizeof(dir));
-	if (backing == PF_SHARED_BACKING_HUGETLB || (backing == PF_SHARED_BACKING_AUTO && have_hugetlbfs)) {
-		if (!have_hugetlbfs)
-			return fail(ENOMEM, "no hugetlbfs mount of 2 MiB pages for a hugetlb arena "
-				    "(mount -t hugetlbfs -o pagesize=2M nodev /dev/hugepages)");
+	bool want_hugetlb = backing == PF_SHARED_BACKING_HUGETLB || backing == PF_SHARED_BACKING_AUTO;
+	bool have_hugetlbfs = directory ? is_hugetlbfs(directory) : hugetlbfs_mount(0, dir, sizeof(dir));
+	if (backing == PF_SHARED_BACKING_HUGETLB && !have_hugetlbfs)
+		return fail(ENOMEM, "no hugetlbfs mount of 2 MiB pages for a hugetlb arena%s%s "
+			    "(mount -t hugetlbfs -o pagesize=2M nodev /dev/hugepages)",
+			    directory ? " at " : "", directory ? directory : "");
+	if (want_hugetlb && have_hugetlbfs) {
 		if (create_in(local, directory ? directory : dir, name, &shape, mode,
 			      PF_SHARED_BACKING_HUGETLB) == 0)
 			return 0;
-		if (backing == PF_SHARED_BACKING_HUGETLB || errno == EEXIST || errno == EACCES ||
-		    directory)
+		if (backing == PF_SHARED_BACKING_HUGETLB || errno != ENOMEM || directory)
 			return fail(errno, "cannot create the hugetlb arena %s: %m%s", local->path,
-				    errno == ENOMEM ? " (too few free hugetlb pages?)" : "");
-		/* auto: the pool is short (ENOMEM) or the mount refuses; shmem next */
+				    errno == ENOMEM ? " (too few free hugetlb pages)" : "");
+		/* auto: the pool is short; shmem next */
+	} else if (have_hugetlbfs && directory) {
+		return fail(EINVAL, "%s is a hugetlbfs mount: only a hugetlb arena can go there",
+			    directory);
 	}
-	if (backing == PF_SHARED_BACKING_THP && !shmem_thp_allowed())
-		return fail(ENOTSUP, "shmem gets no transparent hugepages here "
-			    "(/sys/kernel/mm/transparent_hugepage/shmem_enabled)");
+	const char *shm_dir = directory ? directory : "/dev/shm";
+	bool thp = thp_allowed(shm_dir);
+	if (backing == PF_SHARED_BACKING_THP && !thp)
+		return fail(ENOTSUP, "files in %s get no transparent hugepages (for tmpfs: mount -o "
+			    "remount,huge=advise %s)", shm_dir, shm_dir);
 	if (backing == PF_SHARED_BACKING_AUTO)
-		backing = shmem_thp_allowed() ? PF_SHARED_BACKING_THP : PF_SHARED_BACKING_4K;
-	if (create_in(local, directory ? directory : "/dev/shm", name, &shape, mode, backing) != 0)
+		backing = thp ? PF_SHARED_BACKING_THP : PF_SHARED_BACKING_4K;
+	if (create_in(local, shm_dir, name, &shape, mode, backing) != 0)
 		return fail(errno, "cannot create the shared arena %s: %m", local->path);
 	return 0;
 }

@@ -16,6 +16,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdbool.h>
+#include <stdlib.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -494,6 +496,50 @@ static void test_threads_each_get_a_cache(void)
 	destroy(a);
 }
 
+/* kB of one smaps field of the mapping starting at base (-1 if not found). */
+static long smaps_kb(uint64_t base, const char *field)
+{
+	FILE *f = fopen("/proc/self/smaps", "r");
+	if (!f)
+		return -1;
+	char line[512];
+	bool in = false;
+	long kb = -1;
+	size_t flen = strlen(field);
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long long start, end;
+		if (sscanf(line, "%llx-%llx ", &start, &end) == 2 && strchr(line, '-') < strchr(line, ' ')) {
+			in = start == base;
+			continue;
+		}
+		if (in && strncmp(line, field, flen) == 0 && line[flen] == ':') {
+			kb = strtol(line + flen + 1, NULL, 10);
+			break;
+		}
+	}
+	fclose(f);
+	return kb;
+}
+
+/* THP backing where shmem may take transparent hugepages (CI sets shmem_enabled=advise). */
+static void test_thp_backing(void)
+{
+	new_name("thp");
+	pf_shared_t *a = pf_shared_create(name, ARENA_BYTES, 0, PF_SHARED_BACKING_THP, NULL);
+	if (!a) {
+		printf("# THP arena not possible here: %s\n", pf_last_error_message());
+		CHECK(errno == ENOTSUP);
+		return;
+	}
+	pf_shared_stats_t s = sstats(a);
+	CHECK_EQ(s.backing, PF_SHARED_BACKING_THP);
+	/* populated at creation with hugepages: the whole mapping is PMD-mapped */
+	CHECK_EQ(smaps_kb(s.base, "ShmemPmdMapped") + (smaps_kb(s.base, "FilePmdMapped") > 0
+							      ? smaps_kb(s.base, "FilePmdMapped") : 0),
+		 (long)(s.map_bytes / 1024));
+	destroy(a);
+}
+
 /* Hugetlb backing when there is a hugetlbfs mount and pool pages (CI has both). */
 static void test_hugetlb_backing(void)
 {
@@ -504,11 +550,14 @@ static void test_hugetlb_backing(void)
 		CHECK(errno == ENOMEM);
 		return;
 	}
-	CHECK_EQ(sstats(a).backing, PF_SHARED_BACKING_HUGETLB);
+	pf_shared_stats_t s = sstats(a);
+	CHECK_EQ(s.backing, PF_SHARED_BACKING_HUGETLB);
 	char *p = pf_shared_alloc(a, 32768);
 	CHECK(p != NULL);
 	if (p)
 		memset(p, 1, 32768);
+	/* the header's and the touched frag page's hugepages */
+	CHECK_EQ(smaps_kb(s.base, "Shared_Hugetlb") + smaps_kb(s.base, "Private_Hugetlb"), 4096);
 	CHECK_EQ(pf_shared_free(a, p), 0);
 	destroy(a);
 }
@@ -528,6 +577,7 @@ int main(int argc, char **argv)
 	RUN(test_refusals);
 	RUN(test_exhaustion);
 	RUN(test_threads_each_get_a_cache);
+	RUN(test_thp_backing);
 	RUN(test_hugetlb_backing);
 	return check_summary();
 }
