@@ -50,6 +50,13 @@ PF_API int pf_debug_fault_get(int site, uint64_t *calls, uint64_t *failures);
 /* "reserve", "commit", "decommit", "madvise", "meta"; NULL past the last. */
 PF_API const char *pf_debug_fault_name(int site);
 
+/*
+ * Take a shared arena's allocator lock and keep it, so a test process can
+ * die holding it (the recovery in pyfrag_shared.h). 0, or -1/EINVAL.
+ */
+struct pf_shared;
+PF_API int pf_debug_shared_hold_lock(struct pf_shared *arena);
+
 #ifdef __cplusplus
 }
 #endif

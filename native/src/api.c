@@ -184,6 +184,15 @@ static int invalid_free(void)
 	return -1;
 }
 
+/* Not in the private arena: a shared arena's fragment, or nothing pyfrag handed out. */
+static int foreign_free(void *addr)
+{
+	if (atomic_load_explicit(&pf__shared_attached, memory_order_relaxed) != 0 &&
+	    !pf__in_arena(addr))
+		return pf__shared_free_address(addr);
+	return invalid_free();
+}
+
 /* Count a free on the calling thread (or globally if it has no state). */
 static void count_free(struct pf_thread *t)
 {
@@ -225,7 +234,7 @@ static int free_any(void *addr)
 		return 0;
 	struct pf_page *head = pf__head_page(addr);
 	if (PF_UNLIKELY(!head))
-		return invalid_free();
+		return foreign_free(addr);
 	/* state for the page lists the freed page may land on */
 	struct pf_thread *t = pf__thread();
 	if (t && t->cache.page == head && PF_UNLIKELY(bogus_local_free(&t->cache, addr)))
@@ -256,7 +265,7 @@ static __attribute__((noinline)) int cache_free_slow(pf_cache_t *cache, void *fr
 		return 0;
 	struct pf_page *head = pf__head_page(frag);
 	if (PF_UNLIKELY(!head))
-		return invalid_free();
+		return foreign_free(frag);
 	struct pf_thread *t = pf__thread();
 	if (cache->page == head && pthread_equal(cache->owner, pthread_self()) &&
 	    PF_UNLIKELY(bogus_local_free(cache, frag)))
@@ -329,6 +338,8 @@ size_t pf_trim(void)
 
 int pf_page_query(const void *addr, pf_page_info_t *out)
 {
+	if (out && !pf__in_arena(addr) && atomic_load(&pf__shared_attached) != 0)
+		return pf__shared_page_query(addr, out);
 	if (!out || atomic_load(&pf__ready) != 1 || !pf__in_arena(addr)) {
 		pf__fail(EINVAL, "address is not inside pyfrag's arena");
 		return -1;

@@ -13,7 +13,7 @@
  *   one of them, so no call sees a half-written table.
  * - A failed call does nothing but set errno: the OS is never asked.
  */
-#include "internal.h"
+#include "shared_layout.h"
 #include "pyfrag_debug.h"
 
 #include <errno.h>
@@ -175,4 +175,16 @@ __attribute__((constructor)) static void fault_env(void)
 		else if (text && !*text)
 			pf_debug_fault_set(site, every, -1);
 	}
+}
+
+/* ---- shared arenas --------------------------------------------------------------- */
+
+int pf_debug_shared_hold_lock(struct pf_shared *arena)
+{
+	if (!arena || pf_shared_stats(arena, &(pf_shared_stats_t){ 0 }, sizeof(uint64_t)) != 0) {
+		pf__fail(EINVAL, "not an attached shared arena");
+		return -1;
+	}
+	pf__shared_lock_header(arena->header);
+	return 0;
 }

@@ -13,6 +13,8 @@
  *   preload.c    the exported libc names (LD_PRELOAD), init, thread exit, fork
  *   options.c, stats.c, api.c
  *   debug.c      fault injection (pyfrag_debug.h); valgrind.c memcheck requests (valgrind=1)
+ *   buddy.c      the buddy zone both the private and the shared page allocators use
+ *   shared*.c    shared multi-process arenas (pyfrag_shared.h, shared_layout.h)
  * Prefixes: pf__ for cross-file internals, pf_ public (pyfrag.h).
  */
 #ifndef PF_INTERNAL_H
@@ -37,6 +39,7 @@
 #define PF_FRAG_ORDER 3
 #define PF_CHUNK_PAGES (1u << PF_MAX_ORDER)
 #define PF_NIL UINT32_MAX
+#define PF_SHARED_LOCAL_MAX 16 /* shared arenas one process can have attached at once */
 
 _Static_assert((1u << PF_PAGE_SHIFT) == PF_PAGE_SIZE, "page size");
 _Static_assert((1u << PF_CHUNK_SHIFT) == PF_CHUNK_SIZE, "chunk size");
@@ -274,6 +277,34 @@ struct pf_arena_counts {
 };
 PF_INTERNAL extern struct pf_arena_counts pf__arena_counts; /* under pf__page_lock */
 
+/* ---- buddy.c: one buddy zone over an array of page metadata ------------------ */
+
+struct pf_zone {
+	struct pf_page *pages; /* index 0 is the zone's first page */
+	uint32_t max_order;    /* largest block: 2^max_order pages */
+	uint32_t reserve_head;
+	uint32_t free_head[PF_MAX_ORDER + 1];
+	uint64_t free_count[PF_MAX_ORDER + 1];
+	uint64_t reserve_free;
+	uint64_t pages_out; /* pages outside the free lists and the reserve */
+};
+
+/* All of these: caller holds the zone's lock. */
+PF_INTERNAL void pf__zone_init(struct pf_zone *zone, struct pf_page *pages, uint32_t max_order);
+PF_INTERNAL void pf__zone_list_add(struct pf_zone *zone, unsigned order, uint32_t index);
+PF_INTERNAL void pf__zone_list_del(struct pf_zone *zone, unsigned order, uint32_t index);
+/* The smallest free block of at least 2^order pages, split down to order; PF_NIL if none. */
+PF_INTERNAL uint32_t pf__zone_take(struct pf_zone *zone, unsigned order);
+/* Give a block back, merging it with free buddies. */
+PF_INTERNAL void pf__zone_put(struct pf_zone *zone, uint32_t index, unsigned order);
+/* Mark a taken block: head in state with one reference, tails leading to it. */
+PF_INTERNAL struct pf_page *pf__zone_mark(struct pf_zone *zone, uint32_t index, unsigned order,
+					  enum pf_page_state state);
+PF_INTERNAL struct pf_page *pf__zone_reserve_take(struct pf_zone *zone); /* NULL if empty */
+PF_INTERNAL void pf__zone_reserve_put(struct pf_zone *zone, struct pf_page *page);
+/* Remake every list from the page states (pages 0..npages); returns the pages in use. */
+PF_INTERNAL uint64_t pf__zone_rebuild(struct pf_zone *zone, uint32_t npages);
+
 /* ---- page_alloc.c ------------------------------------------------------------ */
 
 #define PF_GFP_NORETRY 1u   /* fail fast: no new chunk, no reserve */
@@ -336,6 +367,8 @@ PF_INTERNAL uint64_t pf__pcp_pages(const struct pf_pcp *pcp);
 
 #define PF_BIAS_FULL (PF_FRAG_PAGE_SIZE + 1) /* references a refill gives the cache */
 
+struct pf_shared_header;
+
 struct pf_cache {
 	/* hot: the alloc fast path reads and writes only these */
 	uintptr_t va;      /* frag page address, 0 if none */
@@ -344,6 +377,7 @@ struct pf_cache {
 	uint32_t bias;     /* page references this cache still owns */
 	bool pfmemalloc;   /* page came from the reserve: never recycled */
 	struct pf_page *page;
+	struct pf_shared_header *shared; /* a shared arena's cache (in its mapping); NULL: private */
 	pf_local_counter allocs;
 	pf_local_counter bias_frees;
 	pthread_t owner;
@@ -435,6 +469,9 @@ struct pf_thread {
 	 */
 	struct pf_cache spare;
 	struct pf_pcp pcp;
+	/* this thread's cache in each attached shared arena, valid while the generation matches */
+	struct pf_cache *shared_cache[PF_SHARED_LOCAL_MAX];
+	uint32_t shared_gen[PF_SHARED_LOCAL_MAX];
 	pf_local_counter frees;
 	pf_local_counter malloc_small;  /* malloc front, page_frag route */
 	pf_local_counter malloc_medium; /* malloc front, page runs */
@@ -499,6 +536,36 @@ static inline bool pf__init_ok(void)
 {
 	return PF_LIKELY(atomic_load_explicit(&pf__ready, memory_order_acquire) == 1) ||
 	       pf__ensure_init() == 0;
+}
+
+/* ---- shared arenas: the hooks the layers above call (shared*.c) ------------ */
+
+/* Shared arenas attached in this process now (a relaxed read keeps pf_free's miss path cheap). */
+PF_INTERNAL extern _Atomic uint32_t pf__shared_attached;
+/* page_frag for a shared cache: a block from its arena, its address, its return. */
+PF_INTERNAL struct pf_page *pf__shared_pages_alloc(struct pf_shared_header *h, unsigned order,
+						   unsigned gfp);
+PF_INTERNAL uintptr_t pf__shared_page_address(const struct pf_shared_header *h,
+					      const struct pf_page *page);
+PF_INTERNAL void pf__shared_pages_free(struct pf_page *head);
+/* The owner is inside page_frag's slow path (a reaper must not drain the cache then). */
+PF_INTERNAL void pf__shared_busy(struct pf_cache *cache, bool busy);
+PF_INTERNAL void pf__shared_frag_count(struct pf_shared_header *h, enum pf_counter c);
+/* A page's header if it belongs to an attached shared arena, else NULL. */
+PF_INTERNAL struct pf_shared_header *pf__shared_header_of_page(const struct pf_page *page);
+/* pf_free() of an address outside the private arena: 0, or -1/EINVAL. */
+PF_INTERNAL int pf__shared_free_address(void *addr);
+PF_INTERNAL int pf__shared_page_query(const void *addr, pf_page_info_t *out);
+/* Thread exit and pf_thread_flush: give back the thread's shared caches. */
+PF_INTERNAL void pf__shared_thread_release(struct pf_thread *t);
+/* In a fork child: the parent's process slots and caches are not ours. */
+PF_INTERNAL void pf__shared_after_fork(void);
+
+/* Is page in the private arena's metadata? */
+static inline bool pf__private_page(const struct pf_page *page)
+{
+	return (uintptr_t)page - (uintptr_t)pf__arena.pages <
+	       (uintptr_t)pf__arena.chunk_slots * PF_CHUNK_PAGES * sizeof(struct pf_page);
 }
 
 /* ---- valgrind.c: memcheck client requests (scons valgrind=1) --------------------- */

@@ -30,139 +30,35 @@
 
 pthread_mutex_t pf__page_lock = PTHREAD_MUTEX_INITIALIZER;
 
-/* All under pf__page_lock. */
-static uint32_t free_head[PF_MAX_ORDER + 1];
-static uint64_t free_count[PF_MAX_ORDER + 1];
-static uint32_t reserve_head = PF_NIL;
-static uint64_t reserve_free;
-static uint64_t pages_out;
+/* The private arena's buddy zone (buddy.c), all under pf__page_lock. */
+static struct pf_zone zone;
 
-/* ---- buddy lists ----------------------------------------------------------- */
-
-static void list_add(unsigned order, uint32_t index)
-{
-	struct pf_page *page = pf__page_at(index);
-	pf__set_state(page, PF_PS_FREE);
-	page->order = (uint8_t)order;
-	page->prev = PF_NIL;
-	page->next = free_head[order];
-	if (free_head[order] != PF_NIL)
-		pf__page_at(free_head[order])->prev = index;
-	free_head[order] = index;
-	free_count[order]++;
-}
-
-static void list_del(unsigned order, uint32_t index)
-{
-	struct pf_page *page = pf__page_at(index);
-	if (page->prev != PF_NIL)
-		pf__page_at(page->prev)->next = page->next;
-	else
-		free_head[order] = page->next;
-	if (page->next != PF_NIL)
-		pf__page_at(page->next)->prev = page->prev;
-	pf__set_state(page, PF_PS_FREE_TAIL);
-	free_count[order]--;
-}
-
-/* Mark a block as handed out: head with one reference, tails leading to it. */
-static struct pf_page *mark_block(uint32_t index, unsigned order, enum pf_page_state state)
-{
-	struct pf_page *head = pf__page_at(index);
-	for (uint32_t i = 1; i < (1u << order); i++) {
-		pf__set_state(&head[i], PF_PS_TAIL);
-		head[i].head_delta = i;
-	}
-	head->order = (uint8_t)order;
-	head->flags = 0;
-	head->next = PF_NIL;
-	pf__set_state(head, state);
-	atomic_store_explicit(&head->refcount, 1, memory_order_relaxed);
-	return head;
-}
-
+/* A block from the buddy lists, committing a new chunk if allowed and needed. */
 static uint32_t buddy_take(unsigned order, bool may_commit)
 {
-	unsigned found = order;
-	while (found <= PF_MAX_ORDER && free_head[found] == PF_NIL)
-		found++;
-	uint32_t index;
-	if (found > PF_MAX_ORDER) {
-		if (!may_commit)
-			return PF_NIL;
-		index = pf__arena_commit_chunk();
-		if (index == PF_NIL)
-			return PF_NIL;
-		found = PF_MAX_ORDER;
-	} else {
-		index = free_head[found];
-		list_del(found, index);
-	}
-	while (found > order) { /* keep the lower half, free the upper */
-		found--;
-		list_add(found, index + (1u << found));
-	}
-	pages_out += 1u << order;
-	return index;
+	uint32_t index = pf__zone_take(&zone, order);
+	if (index != PF_NIL || !may_commit)
+		return index;
+	index = pf__arena_commit_chunk();
+	if (index == PF_NIL)
+		return PF_NIL;
+	pf__zone_list_add(&zone, PF_MAX_ORDER, index);
+	return pf__zone_take(&zone, order);
 }
 
 static void release_empty_chunks_locked(size_t *released)
 {
 	long long retain = PF_OPT(retain);
-	while (free_count[PF_MAX_ORDER] > (uint64_t)(retain < 0 ? 0 : retain)) {
-		uint32_t index = free_head[PF_MAX_ORDER];
-		list_del(PF_MAX_ORDER, index);
+	while (zone.free_count[PF_MAX_ORDER] > (uint64_t)(retain < 0 ? 0 : retain)) {
+		uint32_t index = zone.free_head[PF_MAX_ORDER];
+		pf__zone_list_del(&zone, PF_MAX_ORDER, index);
 		if (pf__arena_release_chunk(index) != 0) {
-			list_add(PF_MAX_ORDER, index); /* the OS kept it: keep it usable, try later */
+			pf__zone_list_add(&zone, PF_MAX_ORDER, index); /* the OS kept it: keep it usable, try later */
 			break;
 		}
 		if (released)
 			++*released;
 	}
-}
-
-static void buddy_put(uint32_t index, unsigned order)
-{
-	struct pf_page *head = pf__page_at(index);
-	for (uint32_t i = 1; i < (1u << order); i++)
-		pf__set_state(&head[i], PF_PS_FREE_TAIL);
-	pages_out -= 1u << order;
-	while (order < PF_MAX_ORDER) {
-		uint32_t buddy = index ^ (1u << order);
-		struct pf_page *bp = pf__page_at(buddy);
-		if (pf__state(bp) != PF_PS_FREE || bp->order != order)
-			break;
-		list_del(order, buddy);
-		pf__set_state(pf__page_at(index), PF_PS_FREE_TAIL);
-		index &= buddy;
-		order++;
-	}
-	list_add(order, index);
-}
-
-/* ---- reserve ------------------------------------------------------------------ */
-
-static struct pf_page *reserve_take(void)
-{
-	if (reserve_head == PF_NIL)
-		return NULL;
-	uint32_t index = reserve_head;
-	struct pf_page *page = pf__page_at(index);
-	reserve_head = page->next;
-	reserve_free--;
-	pages_out++;
-	mark_block(index, 0, PF_PS_IN_USE);
-	page->flags = PF_PF_RESERVE;
-	return page;
-}
-
-static void reserve_put(struct pf_page *page)
-{
-	pf__set_state(page, PF_PS_RESERVE_FREE);
-	page->next = reserve_head;
-	reserve_head = pf__page_number(page);
-	reserve_free++;
-	pages_out--;
 }
 
 /* ---- per-thread page lists ------------------------------------------------------ */
@@ -220,7 +116,7 @@ static void pcp_drain_locked(struct pf_pcp *pcp, int slot, uint32_t n)
 		uint32_t index = pcp_pop(pcp, slot);
 		if (index == PF_NIL)
 			break;
-		buddy_put(index, pcp_order(slot));
+		pf__zone_put(&zone, index, pcp_order(slot));
 	}
 }
 
@@ -255,14 +151,14 @@ static struct pf_page *alloc_from_pcp(struct pf_pcp *pcp, int slot, unsigned ord
 			uint32_t extra = buddy_take(order, false);
 			if (extra == PF_NIL)
 				break;
-			mark_block(extra, order, PF_PS_CACHED);
+			pf__zone_mark(&zone, extra, order, PF_PS_CACHED);
 			pcp_push(pcp, slot, extra);
 		}
 		pthread_mutex_unlock(&pf__page_lock);
 		if (index == PF_NIL)
 			return NULL;
 	}
-	return mark_block(index, order, PF_PS_IN_USE);
+	return pf__zone_mark(&zone, index, order, PF_PS_IN_USE);
 }
 
 struct pf_page *pf__pages_alloc(unsigned order, unsigned gfp)
@@ -275,16 +171,16 @@ struct pf_page *pf__pages_alloc(unsigned order, unsigned gfp)
 		page = alloc_from_pcp(pcp, slot, order, gfp);
 		if (!page && may_use_reserve) {
 			pthread_mutex_lock(&pf__page_lock);
-			page = reserve_take();
+			page = pf__zone_reserve_take(&zone);
 			pthread_mutex_unlock(&pf__page_lock);
 		}
 	} else {
 		pthread_mutex_lock(&pf__page_lock);
 		uint32_t index = buddy_take(order, !(gfp & PF_GFP_NORETRY));
 		if (index != PF_NIL)
-			page = mark_block(index, order, PF_PS_IN_USE);
+			page = pf__zone_mark(&zone, index, order, PF_PS_IN_USE);
 		else if (may_use_reserve)
-			page = reserve_take();
+			page = pf__zone_reserve_take(&zone);
 		pthread_mutex_unlock(&pf__page_lock);
 	}
 	if (!page)
@@ -302,7 +198,7 @@ void pf__pages_free(struct pf_page *head)
 	}
 	if (head->flags & PF_PF_RESERVE) {
 		pthread_mutex_lock(&pf__page_lock);
-		reserve_put(head);
+		pf__zone_reserve_put(&zone, head);
 		pthread_mutex_unlock(&pf__page_lock);
 		pf__count(PF_CTR_RESERVE_RETURNS, 1);
 		return;
@@ -319,7 +215,7 @@ void pf__pages_free(struct pf_page *head)
 		pcp_drain_locked(pcp, slot, pcp_batch());
 	} else {
 		pthread_mutex_lock(&pf__page_lock);
-		buddy_put(pf__page_number(head), order);
+		pf__zone_put(&zone, pf__page_number(head), order);
 	}
 	release_empty_chunks_locked(NULL);
 	pthread_mutex_unlock(&pf__page_lock);
@@ -355,7 +251,7 @@ struct pf_page *pf__chunks_alloc(uint32_t n, size_t align, bool *fresh)
 		atomic_store_explicit(&head->refcount, 1, memory_order_relaxed);
 		mark_run_tails(first, 1, n);
 		pf__set_state(head, PF_PS_IN_USE);
-		pages_out += (uint64_t)n * PF_CHUNK_PAGES;
+		zone.pages_out += (uint64_t)n * PF_CHUNK_PAGES;
 	}
 	pthread_mutex_unlock(&pf__page_lock);
 	if (!head)
@@ -370,7 +266,7 @@ static void chunks_free(struct pf_page *head)
 	pthread_mutex_lock(&pf__page_lock);
 	unmark_run(first, 0, n);
 	pf__arena_release_run(first, n);
-	pages_out -= (uint64_t)n * PF_CHUNK_PAGES;
+	zone.pages_out -= (uint64_t)n * PF_CHUNK_PAGES;
 	pthread_mutex_unlock(&pf__page_lock);
 }
 
@@ -388,7 +284,7 @@ int pf__chunks_resize(struct pf_page *head, uint32_t n)
 			mark_run_tails(first, old, n);
 	}
 	if (ret == 0) {
-		pages_out = pages_out - (uint64_t)old * PF_CHUNK_PAGES + (uint64_t)n * PF_CHUNK_PAGES;
+		zone.pages_out = zone.pages_out - (uint64_t)old * PF_CHUNK_PAGES + (uint64_t)n * PF_CHUNK_PAGES;
 		head->next = n;
 	}
 	pthread_mutex_unlock(&pf__page_lock);
@@ -407,16 +303,15 @@ size_t pf__release_empty_chunks(void)
 void pf__page_counts_get(struct pf_page_counts *out)
 {
 	pthread_mutex_lock(&pf__page_lock);
-	out->pages_out = pages_out;
-	out->empty_chunks = free_count[PF_MAX_ORDER];
-	out->reserve_free = reserve_free;
+	out->pages_out = zone.pages_out;
+	out->empty_chunks = zone.free_count[PF_MAX_ORDER];
+	out->reserve_free = zone.reserve_free;
 	pthread_mutex_unlock(&pf__page_lock);
 }
 
 int pf__page_alloc_init(void)
 {
-	for (unsigned order = 0; order <= PF_MAX_ORDER; order++)
-		free_head[order] = PF_NIL;
+	pf__zone_init(&zone, pf__arena.pages, PF_MAX_ORDER);
 	long long bytes = PF_OPT(reserve);
 	uint32_t pages = bytes > 0 ? (uint32_t)((bytes + PF_PAGE_SIZE - 1) / PF_PAGE_SIZE) : 0;
 	uint32_t first = pf__arena_commit_reserve(pages);
@@ -427,8 +322,8 @@ int pf__page_alloc_init(void)
 	for (uint32_t i = pages; i-- > 0;) {
 		struct pf_page *page = pf__page_at(first + i);
 		*page = (struct pf_page){ .flags = PF_PF_RESERVE, .prev = PF_NIL };
-		pages_out++; /* reserve_put counts it back */
-		reserve_put(page);
+		zone.pages_out++; /* reserve_put counts it back */
+		pf__zone_reserve_put(&zone, page);
 	}
 	return 0;
 }

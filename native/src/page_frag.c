@@ -19,6 +19,9 @@
  * (refcount -= bias): reaching zero means every fragment is back, so the page
  * is reused in place without a trip to the page allocator, unless it came
  * from the emergency reserve (pfmemalloc), which goes home instead.
+ *
+ * A cache of a shared arena (cache->shared) runs the same code; only where
+ * its pages come from and go back to, and where its counters go, differ.
  */
 #include "internal.h"
 
@@ -32,7 +35,32 @@ void pf__frag_cache_init(struct pf_cache *cache)
 	cache->bias = 0;
 	cache->pfmemalloc = false;
 	cache->page = NULL;
+	cache->shared = NULL;
 	cache->owner = pthread_self();
+}
+
+static void frag_count(const struct pf_cache *cache, enum pf_counter c)
+{
+	if (PF_UNLIKELY(cache->shared != NULL))
+		pf__shared_frag_count(cache->shared, c);
+	else
+		pf__count(c, 1);
+}
+
+static struct pf_page *take_block(const struct pf_cache *cache, unsigned order, unsigned gfp)
+{
+	if (PF_UNLIKELY(cache->shared != NULL))
+		return pf__shared_pages_alloc(cache->shared, order, gfp);
+	return pf__pages_alloc(order, gfp);
+}
+
+/* A block whose last reference is gone goes home: the private arena or a shared one. */
+static void release_block(struct pf_page *head)
+{
+	if (PF_LIKELY(pf__private_page(head)))
+		pf__pages_free(head);
+	else
+		pf__shared_pages_free(head);
 }
 
 /* Give back every reference the cache owns; true if that was the last one. */
@@ -59,15 +87,15 @@ static unsigned refill_order(uint32_t need)
 static bool refill(struct pf_cache *cache, uint32_t need)
 {
 	unsigned order = refill_order(need);
-	struct pf_page *page = pf__pages_alloc(order, PF_GFP_NORETRY);
+	struct pf_page *page = take_block(cache, order, PF_GFP_NORETRY);
 	if (!page) {
 		if (need > PF_PAGE_SIZE) {
 			/* only a block that large can hold (or align) it: try hard rather than refuse */
-			page = pf__pages_alloc(order, 0);
+			page = take_block(cache, order, 0);
 		} else {
-			page = pf__pages_alloc(0, 0);
+			page = take_block(cache, 0, 0);
 			if (page && order)
-				pf__count(PF_CTR_ORDER0_FALLBACKS, 1);
+				frag_count(cache, PF_CTR_ORDER0_FALLBACKS);
 		}
 		if (!page)
 			return false;
@@ -75,14 +103,15 @@ static bool refill(struct pf_cache *cache, uint32_t need)
 	/* The allocator's reference plus MAX more: an add, as others may hold one. */
 	atomic_fetch_add_explicit(&page->refcount, PF_FRAG_PAGE_SIZE, memory_order_relaxed);
 	cache->page = page;
-	cache->va = (uintptr_t)pf__page_address(page);
+	cache->va = cache->shared ? pf__shared_page_address(cache->shared, page)
+				  : (uintptr_t)pf__page_address(page);
 	cache->size = PF_PAGE_SIZE << page->order;
 	cache->offset = 0;
 	cache->bias = PF_BIAS_FULL;
 	cache->pfmemalloc = (page->flags & PF_PF_RESERVE) != 0;
-	pf__count(PF_CTR_REFILLS, 1);
+	frag_count(cache, PF_CTR_REFILLS);
 	if (cache->pfmemalloc)
-		pf__count(PF_CTR_RESERVE_PAGES, 1);
+		frag_count(cache, PF_CTR_RESERVE_PAGES);
 	return true;
 }
 
@@ -90,12 +119,12 @@ static bool refill(struct pf_cache *cache, uint32_t need)
 static bool recycle_in_place(struct pf_cache *cache, uint32_t need)
 {
 	if (!release_bias(cache)) {
-		pf__count(PF_CTR_ABANDONS, 1); /* outstanding fragments keep it alive */
+		frag_count(cache, PF_CTR_ABANDONS); /* outstanding fragments keep it alive */
 		pf__frag_forget_page(cache);
 		return false;
 	}
 	if (cache->pfmemalloc || need > cache->size) {
-		pf__pages_free(cache->page);
+		release_block(cache->page);
 		pf__frag_forget_page(cache);
 		return false;
 	}
@@ -103,11 +132,11 @@ static bool recycle_in_place(struct pf_cache *cache, uint32_t need)
 	atomic_store_explicit(&cache->page->refcount, PF_BIAS_FULL, memory_order_relaxed);
 	cache->bias = PF_BIAS_FULL;
 	cache->offset = 0;
-	pf__count(PF_CTR_RECYCLES, 1);
+	frag_count(cache, PF_CTR_RECYCLES);
 	return true;
 }
 
-void *pf__frag_alloc_slow(struct pf_cache *cache, uint32_t fragsz, uint32_t align)
+static void *alloc_slow(struct pf_cache *cache, uint32_t fragsz, uint32_t align)
 {
 	if (fragsz == 0)
 		return pf__fail(EINVAL, "fragment size must be at least 1 byte");
@@ -120,7 +149,7 @@ void *pf__frag_alloc_slow(struct pf_cache *cache, uint32_t fragsz, uint32_t alig
 	if (cache->page)
 		(void)recycle_in_place(cache, need); /* on false it has let the page go */
 	if (!cache->page && !refill(cache, need)) {
-		pf__count(PF_CTR_ALLOC_FAILURES, 1);
+		frag_count(cache, PF_CTR_ALLOC_FAILURES);
 		return pf__fail(ENOMEM, "no memory for a frag page (PYFRAG_LIMIT reached or the OS refused)");
 	}
 	uint32_t offset = (cache->offset + align - 1) & ~(align - 1);
@@ -130,14 +159,24 @@ void *pf__frag_alloc_slow(struct pf_cache *cache, uint32_t fragsz, uint32_t alig
 	return (void *)(cache->va + offset);
 }
 
+void *pf__frag_alloc_slow(struct pf_cache *cache, uint32_t fragsz, uint32_t align)
+{
+	if (PF_LIKELY(cache->shared == NULL))
+		return alloc_slow(cache, fragsz, align);
+	pf__shared_busy(cache, true);
+	void *frag = alloc_slow(cache, fragsz, align);
+	pf__shared_busy(cache, false);
+	return frag;
+}
+
 void pf__frag_drain(struct pf_cache *cache)
 {
 	if (!cache->page)
 		return;
 	if (release_bias(cache))
-		pf__pages_free(cache->page);
+		release_block(cache->page);
 	pf__frag_forget_page(cache);
-	pf__count(PF_CTR_DRAINS, 1);
+	frag_count(cache, PF_CTR_DRAINS);
 }
 
 int pf__frag_put(struct pf_page *head)
@@ -146,12 +185,16 @@ int pf__frag_put(struct pf_page *head)
 	if (PF_LIKELY(old > 1))
 		return 0;
 	if (old == 1) {
-		pf__pages_free(head);
+		release_block(head);
 		return 0;
 	}
 	/* More frees than fragments: undo, refuse, and leave the page as it was. */
 	atomic_fetch_add_explicit(&head->refcount, 1, memory_order_relaxed);
-	pf__count(PF_CTR_INVALID_FREES, 1);
+	struct pf_shared_header *shared = pf__private_page(head) ? NULL : pf__shared_header_of_page(head);
+	if (shared)
+		pf__shared_frag_count(shared, PF_CTR_INVALID_FREES);
+	else
+		pf__count(PF_CTR_INVALID_FREES, 1);
 	pf__fail(EINVAL, "page reference count would go below zero (double free?)");
 	return -1;
 }

@@ -288,6 +288,7 @@ static void fork_child(void)
 	}
 	if (atomic_load(&pf__ready) == 1)
 		pf__thread_forget_others();
+	pf__shared_after_fork();
 	errno = saved;
 }
 

@@ -110,6 +110,7 @@ void pf__thread_give_back(struct pf_thread *t)
 {
 	pf__frag_drain(&t->cache);
 	pf__frag_drain(&t->spare);
+	pf__shared_thread_release(t);
 	pf__pcp_flush(&t->pcp);
 }
 
