@@ -279,12 +279,14 @@ def _row(w) -> tuple:
             _mib(w.peak_rss), _mib(w.final_rss), _hugepages(w), w.status)
 
 
-def format_table(report: stress.Report) -> str:
-    rows = [COLUMNS] + [_row(w) for w in report.workers]
-    total_ops = sum(w.ops for w in report.workers)
-    total_rate = sum(w.ops_per_s or 0 for w in report.workers)
+def format_table(report: stress.Report, columns: tuple = COLUMNS, counted=None) -> str:
+    """One row per worker, and "all": the ops of the workers `counted` (default: every one)."""
+    rows = [columns] + [_row(w) for w in report.workers]
+    counted = report.workers if counted is None else counted
+    total_ops = sum(w.ops for w in counted)
+    total_rate = sum(w.ops_per_s or 0 for w in counted)
     rows.append(("all", "", "", _si(total_ops), _si(total_rate), "", "", "", "", "", ""))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(columns))]
     return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(r, widths)).rstrip()
                      for r in rows) + "\n"
 
@@ -375,13 +377,17 @@ def _shared_summary(report) -> str:
 
 
 def format_shared_report(report) -> str:
+    """The workers (ops: fragments produced, or consumed; "all" counts each fragment once, as
+    produced), the arena's stats before, after the run and at the end, the fragment balance."""
     p, a = report.params, report.arena
     length = "%d ops per producer" % p.ops if p.ops else "%g s" % p.duration
     title = ("pyfrag stress --shared: %d producers x %d consumers, %d rings of %d slots, %s, "
              "sizes %s, start method %s\narena %s: %d MiB, %s, %s\n\n"
              % (a["producers"], a["consumers"], a["rings"], a["ring_slots"], length, p.sizes.text,
                 p.start_method, a["name"], a["size_bytes"] // MiB, a["backing"], a["path"]))
-    return (title + format_table(report) + "\n" + format_arena_table(a) + "\n" +
+    producers = [w for w in report.workers if w.label.startswith("producer")]
+    table = format_table(report, ("worker", "pid", "role") + COLUMNS[3:], producers)
+    return (title + table + "\n" + format_arena_table(a) + "\n" +
             _fragments_line(a) + _kill_lines(a) + "\n" + _shared_summary(report))
 
 
