@@ -444,9 +444,6 @@ class SharedFragment(Fragment):
             self._give_up("close the arena of", lambda: setattr(
                 self, "_gone", "left allocated when its arena was closed"))
 
-    def page(self):
-        raise FragError("page() describes private-arena pages; see SharedArena.stats()")
-
     def __repr__(self) -> str:
         state = "" if self._base is not None else " " + self._gone
         return "<SharedFragment offset=%d size=%d%s>" % (self._offset, self._size, state)
