@@ -298,6 +298,7 @@ def test_another_user_is_refused(arena):
             "except PermissionError as exc:\n    print('refused', exc.errno); sys.exit(0)\n"
             "sys.exit('attached')\n" % (REPO_ROOT, arena.name))
     env = {"PATH": "/usr/bin:/bin", "PYFRAG_LIBRARY": pyfrag.library_path()}
+    env.update((k, os.environ[k]) for k in ("LD_PRELOAD", "ASAN_OPTIONS") if k in os.environ)
     done = subprocess.run(["/usr/bin/python3", "-c", code], user=65534, group=65534, env=env,
                           capture_output=True, text=True, timeout=60)
     if "ModuleNotFoundError" in done.stderr or "cannot load" in done.stderr:
