@@ -145,7 +145,13 @@ class SharedReport(stress.Report):
 
     def to_json(self) -> dict:
         out = super().to_json()
-        out["arena"] = self.arena
+        a = self.arena
+        out["params"].update(workload="shared", pairs=None, producers=a.get("producers"),
+                             consumers=a.get("consumers"), backing=a.get("backing"),
+                             fault_kill_consumer=(a.get("kill") or {}).get("after_s"),
+                             rss_bound="peak RSS <= pre-run RSS + the arena's mapping + "
+                             "rss_slack; final RSS after detaching <= pre-run RSS + rss_slack")
+        out["arena"] = a
         return out
 
 
