@@ -270,7 +270,8 @@ class Fragment:
             except BufferError:
                 self._views.append(ref)
                 raise FragError("cannot %s fragment at 0x%x: a buffer obtained from its view() "
-                                "is still held (release it first)" % (verb, self._address)) from None
+                                "is still held (release it first)"
+                                % (verb, self._address)) from None
 
     def _check_exports(self, verb: str) -> None:
         if self._exports:

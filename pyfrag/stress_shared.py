@@ -91,7 +91,7 @@ _native = None
 
 
 def native():
-    """The library with the pf_stress_shared_* functions declared (LibraryError if it lacks them)."""
+    """The library with pf_stress_shared_* declared (LibraryError if it lacks them)."""
     global _native
     with _native_lock:
         if _native is None:

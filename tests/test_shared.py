@@ -126,6 +126,20 @@ def test_send_then_receive(arena):
     assert arena.stats().frees == 2
 
 
+def test_alloc_in_a_thread_free_in_another(arena):
+    import threading
+    made = []
+    worker = threading.Thread(target=lambda: made.extend(arena.alloc(700) for _ in range(5)))
+    worker.start()
+    worker.join()
+    assert arena.stats().caches == 0  # the thread's cache went back when it exited
+    for frag in made:
+        frag[:] = b"\x07" * 700
+        frag.free()
+    stats = arena.stats()
+    assert (stats.allocs, stats.frees, stats.pages_in_use) == (5, 5, 0)
+
+
 def test_not_copyable(arena):
     frag = arena.alloc(10)
     for attempt in (copy.copy, copy.deepcopy, pickle.dumps):

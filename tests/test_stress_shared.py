@@ -82,7 +82,8 @@ def test_a_killed_consumer_is_survived(tmp_path):
     before, end = arena["stats_before"], arena["stats_final"]
     assert end["reaped_processes"] - before["reaped_processes"] == 1
     assert 0 <= end["pages_in_use"] - before["pages_in_use"] <= 8 * arena["lost_fragments"]
-    assert end["allocs"] - end["frees"] == arena["lost_fragments"]
+    # a consumer killed after its free but before counting it: counted lost, yet freed
+    assert 0 <= end["allocs"] - end["frees"] <= arena["lost_fragments"]
     assert (end["processes"], end["caches"]) == (1, 0)
     assert "SIGKILLed 0.5 s into its run; reaped 1" in done.stdout
 
