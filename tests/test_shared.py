@@ -129,10 +129,16 @@ def test_send_then_receive(arena):
 def test_alloc_in_a_thread_free_in_another(arena):
     import threading
     made = []
-    worker = threading.Thread(target=lambda: made.extend(arena.alloc(700) for _ in range(5)))
+
+    def work():
+        made.extend(arena.alloc(700) for _ in range(5))
+        assert arena.stats().caches == 1  # this thread's, made on its first allocation
+        arena.flush()  # thread exit does it too, but Python's join() may return before that
+
+    worker = threading.Thread(target=work)
     worker.start()
     worker.join()
-    assert arena.stats().caches == 0  # the thread's cache went back when it exited
+    assert len(made) == 5 and arena.stats().caches == 0
     for frag in made:
         frag[:] = b"\x07" * 700
         frag.free()
