@@ -47,7 +47,9 @@ PRODUCER, CONSUMER = 0, 1
 ROLES = ("producer", "consumer")
 STATES = ("idle", "running", "finished", "dead")
 MAX_PEERS = 16                 # PF_STRESS_SHARED_MAX
-RING_SLOTS = 1024
+RING_SLOTS = 1024              # per ring, with up to 4 rings; fewer beyond (ring_slots())
+RING_SLOTS_TOTAL = 4096        # slots over all rings, so in-flight memory stays bounded
+RING_SLOTS_MIN = 64
 DEFAULT_PRODUCERS = DEFAULT_CONSUMERS = 2
 MIN_ARENA = 16 * MiB
 PAGES_PER_FRAG_PAGE = 8        # a lost fragment pins at most one 32 KiB frag page
@@ -122,11 +124,20 @@ def read_peer(arena, control: int, role: int, index: int) -> Peer:
 
 # ---- sizing --------------------------------------------------------------------------
 
+def ring_slots(producers: int, consumers: int) -> int:
+    """Slots per ring: 1024, fewer when there are more than 4 rings (a power of two, >= 64)."""
+    slots = RING_SLOTS
+    while slots > RING_SLOTS_MIN and slots * producers * consumers > RING_SLOTS_TOTAL:
+        slots //= 2
+    return slots
+
+
 def arena_size(producers: int, consumers: int, sizes: stress.Sizes) -> int:
     """Room for every ring full of the largest fragments (a dead consumer's rings fill up),
     twice, plus a margin; at least 16 MiB; in 2 MiB steps."""
     largest = max(sizes.table) if sizes.table else sizes.high
-    need = 2 * producers * consumers * RING_SLOTS * largest + ARENA_MARGIN
+    slots = ring_slots(producers, consumers)
+    need = 2 * producers * consumers * slots * largest + ARENA_MARGIN
     need = max(need, MIN_ARENA)
     return -(-need // stress.CHUNK) * stress.CHUNK
 
@@ -170,6 +181,7 @@ class SharedJob:
         self.backing = backing
         self.kill_after = kill_after
         self.size = size or arena_size(producers, consumers, params.sizes)
+        self.ring_slots = ring_slots(producers, consumers)
         self.name = name or "stress-%d" % os.getpid()
         self.directory = None
         self.control = None
@@ -207,7 +219,7 @@ class SharedJob:
         self.directory = os.path.dirname(arena.path) or None
         self.before = arena.stats()
         control = cdll.pf_stress_shared_setup(arena._checked_handle(), self.producers,
-                                              self.consumers, RING_SLOTS)
+                                              self.consumers, self.ring_slots)
         if control == 2**64 - 1:
             self.close()
             _fail("pf_stress_shared_setup")
@@ -331,7 +343,7 @@ class SharedJob:
         lost = totals["allocs"] - totals["frees"] - totals["drained"] - totals["self_freed"]
         out.arena = {
             "name": arena.name, "path": arena.path, "backing": arena.backing,
-            "size_bytes": arena.size, "map_bytes": arena.map_bytes, "ring_slots": RING_SLOTS,
+            "size_bytes": arena.size, "map_bytes": arena.map_bytes, "ring_slots": self.ring_slots,
             "rings": self.producers * self.consumers, "producers": self.producers,
             "consumers": self.consumers, "totals": totals, "lost_fragments": lost,
             "in_rings_at_end": in_rings, "reaped_by_harness": reaped_now, "kill": self.kill,
