@@ -51,7 +51,7 @@ sizes: imix (64/576/1500 bytes at 7:4:1), N, MIN-MAX, or a file of sizes
   S seconds into its run: the producers drain its rings, the harness reaps
   it, and the run passes (exit 0) if the survivors met every check and the
   loss is within what the dead consumer held (at most one fragment, and the
-  32 KiB frag page it pins), shown under "lost".
+  32 KiB frag page it pins), shown on the "fault:" line.
 exit: 0 all checks held, 1 a check failed, 2 usage, 130 interrupted."""
 
 
