@@ -241,3 +241,28 @@ def test_pinning_usage_errors(examples_dir, args):
     run = run_program(examples_dir, "pinning", *args)
     assert run.returncode == 2, run.stdout + run.stderr
     assert run.stderr.startswith("pinning: error:") and "usage:" in run.stderr
+
+
+# ---- shared arena: primary and secondaries ------------------------------------------------
+
+def test_shared_primary_and_secondaries(examples_dir):
+    run = run_program(examples_dir, "shared_primary", "--secondaries", "3", "--packets", "30000",
+                      "--size", "700")
+    assert run.returncode == 0, run.stdout + run.stderr
+    out = run.stdout
+    assert out.rstrip().endswith("ok"), out
+    received = [int(n) for n in re.findall(r"secondary \d+: received (\d+), bad 0", out)]
+    assert received == [10000] * 3, out  # every packet reached its secondary, none bad
+    arena = dict((k, int(v)) for k, v in re.findall(r"(\w+) (\d+)", out.splitlines()[-2]))
+    assert arena["allocs"] == arena["frees"] == 30000 + 3, out  # packets and rings
+    assert arena["attaches"] == 4 and arena["pages_in_use"] == 0, out
+    path = re.search(r"^arena (\S+):", out, re.M).group(1)
+    assert not pathlib.Path(path).exists(), "the primary removes the name at the end"
+
+
+@pytest.mark.parametrize("args", [["--secondaries", "0"], ["--size", "8"], ["--packets"],
+                                  ["--bogus", "1"], ["--packets", "1x"]])
+def test_shared_primary_usage_errors(examples_dir, args):
+    run = run_program(examples_dir, "shared_primary", *args)
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert run.stderr.startswith("shared_primary: error:") and "usage:" in run.stderr

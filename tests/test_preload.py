@@ -333,6 +333,16 @@ def test_thread_churn_keeps_rss_bounded(programs):
     assert threads and int(threads.group(1)) == 1, done.stderr  # every exited thread's state went back
 
 
+def test_large_blocks_survive_refused_decommits(programs):
+    # the first 20 decommits fail: those chunks must come back once the OS accepts again
+    env = pyfrag_env(hugepages="off")
+    env["PYFRAG_FAULT_DECOMMIT"] = "1:20"
+    done = run([str(programs / "large_decommit")], env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    committed = int(re.search(r"committed MiB (\d+)", done.stdout).group(1))
+    assert committed <= 4, done.stdout  # the reserve's chunk and PYFRAG_RETAIN's, not 20+ chunks
+
+
 def test_fork_while_threads_allocate(programs):
     done = run([str(programs / "fork_threads")], pyfrag_env(), timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr

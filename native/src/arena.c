@@ -272,9 +272,9 @@ static int release_slots(uint32_t slot, uint32_t n)
 	return 0;
 }
 
-void pf__arena_release_run(uint32_t first_page, uint32_t n)
+int pf__arena_release_run(uint32_t first_page, uint32_t n)
 {
-	(void)release_slots(first_page / PF_CHUNK_PAGES, n);
+	return release_slots(first_page / PF_CHUNK_PAGES, n);
 }
 
 int pf__arena_release_chunk(uint32_t first_page)

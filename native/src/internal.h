@@ -257,8 +257,11 @@ PF_INTERNAL int pf__arena_release_chunk(uint32_t first_page);
  * metadata is left to the caller. Returns the first page number or PF_NIL.
  */
 PF_INTERNAL uint32_t pf__arena_commit_run(uint32_t n, size_t align);
-/* Release chunks [first_page, +n chunks) of a run (caller holds pf__page_lock). */
-PF_INTERNAL void pf__arena_release_run(uint32_t first_page, uint32_t n);
+/*
+ * Release chunks [first_page, +n chunks) of a run (caller holds pf__page_lock):
+ * 0, or -1 if the OS refused; the chunks then stay committed, the caller's to keep.
+ */
+PF_INTERNAL int pf__arena_release_run(uint32_t first_page, uint32_t n);
 /* Commit the n chunks right after a run if their slots are free; 0 or -1 (caller holds pf__page_lock). */
 PF_INTERNAL int pf__arena_extend_run(uint32_t first_page, uint32_t n, uint32_t more);
 /* Commit the reserve pages in the last slot; returns their first page number or PF_NIL. */

@@ -260,12 +260,25 @@ struct pf_page *pf__chunks_alloc(uint32_t n, size_t align, bool *fresh)
 	return head;
 }
 
+/*
+ * Chunks of a run go back to the OS. Chunks the OS would not take back stay
+ * committed: they join the buddy lists as free chunks, usable at once and
+ * released later like any empty chunk (caller holds pf__page_lock).
+ */
+static void release_run_locked(uint32_t first, uint32_t n)
+{
+	if (pf__arena_release_run(first, n) == 0)
+		return;
+	for (uint32_t i = 0; i < n; i++)
+		pf__zone_list_add(&zone, PF_MAX_ORDER, first + i * PF_CHUNK_PAGES);
+}
+
 static void chunks_free(struct pf_page *head)
 {
 	uint32_t first = pf__page_number(head), n = pf__chunk_run_length(head);
 	pthread_mutex_lock(&pf__page_lock);
 	unmark_run(first, 0, n);
-	pf__arena_release_run(first, n);
+	release_run_locked(first, n);
 	zone.pages_out -= (uint64_t)n * PF_CHUNK_PAGES;
 	pthread_mutex_unlock(&pf__page_lock);
 }
@@ -277,7 +290,7 @@ int pf__chunks_resize(struct pf_page *head, uint32_t n)
 	pthread_mutex_lock(&pf__page_lock);
 	if (n < old) {
 		unmark_run(first, n, old);
-		pf__arena_release_run(first + n * PF_CHUNK_PAGES, old - n);
+		release_run_locked(first + n * PF_CHUNK_PAGES, old - n);
 	} else if (n > old) {
 		ret = pf__arena_extend_run(first, old, n - old);
 		if (ret == 0)

@@ -18,10 +18,10 @@
  *   too: the forwarding is only for programs that never preload us.)
  * - Thread exit is thread.c's pthread key destructor: the cache is drained and
  *   the page lists go back.
- * - fork: the handlers hold pf__init_lock, pf__meta_lock and pf__page_lock
- *   across fork(), so the child never inherits one held by a thread that does
- *   not exist there; the child re-arms them and forgets the other threads'
- *   states. They are registered by the constructor, not on the allocation
+ * - fork: the handlers hold pf__shared_lock, pf__init_lock, pf__meta_lock
+ *   and pf__page_lock across fork(), so the child never inherits one held by
+ *   a thread that does not exist there; the child re-arms them, forgets the
+ *   other threads' states, and takes its own place in shared arenas. They are registered by the constructor, not on the allocation
  *   path (pthread_atfork may allocate).
  * - When the library is dlopen'ed (ctypes, RTLD_LOCAL) these names are not in
  *   the global scope and are never called: the process keeps its own malloc.
@@ -29,7 +29,7 @@
  *   resolves and the decision above.
  * - PYFRAG_STATS=1: a summary on stderr at exit, from the preloaded copy.
  */
-#include "internal.h"
+#include "shared_layout.h"
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -249,6 +249,7 @@ static int fork_sync[2] = { -1, -1 };
 static void fork_prepare(void)
 {
 	int saved = errno;
+	pthread_mutex_lock(&pf__shared_lock);
 	pthread_mutex_lock(&pf__init_lock);
 	pthread_mutex_lock(&pf__meta_lock);
 	pthread_mutex_lock(&pf__page_lock);
@@ -271,6 +272,7 @@ static void fork_parent(void)
 	pthread_mutex_unlock(&pf__page_lock);
 	pthread_mutex_unlock(&pf__meta_lock);
 	pthread_mutex_unlock(&pf__init_lock);
+	pthread_mutex_unlock(&pf__shared_lock);
 	errno = saved;
 }
 
