@@ -19,6 +19,7 @@
 
 #include <errno.h>
 #include <sched.h>
+#include <stdbool.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -51,13 +52,37 @@ static uint32_t checksum(const unsigned char *p, size_t n)
 	return sum;
 }
 
-static void ring_push(struct ring *r, uint64_t value)
+struct consumer {
+	struct ring *ring;
+	pid_t pid;
+	int status; /* waitpid status once it has exited */
+	bool exited;
+};
+
+/* Has the consumer exited (so a full ring will never drain)? Reaps it if so. */
+static bool consumer_gone(struct consumer *c)
 {
+	if (!c->exited && waitpid(c->pid, &c->status, WNOHANG) == c->pid)
+		c->exited = true;
+	return c->exited;
+}
+
+/* Push, waiting while the ring is full; false if its consumer is gone. */
+static bool ring_push(struct consumer *c, uint64_t value)
+{
+	struct ring *r = c->ring;
+	if (c->exited)
+		return false;
 	uint64_t head = atomic_load_explicit(&r->head, memory_order_relaxed);
-	while (head - atomic_load_explicit(&r->tail, memory_order_acquire) == RING_SLOTS)
+	for (unsigned spins = 0; head - atomic_load_explicit(&r->tail, memory_order_acquire) == RING_SLOTS;
+	     spins++) {
+		if (spins % 1024 == 1023 && consumer_gone(c))
+			return false;
 		sched_yield(); /* full: let the consumer run (there may be fewer cores than processes) */
+	}
 	r->slots[head % RING_SLOTS] = value;
 	atomic_store_explicit(&r->head, head + 1, memory_order_release);
+	return true;
 }
 
 static uint64_t ring_pop(struct ring *r)
@@ -126,7 +151,7 @@ static pid_t start_secondary(const char *self, const char *name, uint64_t ring_o
 
 static struct packet *make_packet(pf_shared_t *arena, uint64_t seq, uint32_t size)
 {
-	struct packet *pkt = pf_shared_alloc(arena, size);
+	struct packet *pkt = pf_shared_alloc_align(arena, size, _Alignof(struct packet));
 	if (!pkt)
 		return NULL;
 	pkt->seq = seq;
@@ -169,38 +194,38 @@ int main(int argc, char **argv)
 	printf("arena %s: %s, %llu MiB at %#llx\n", pf_shared_path(arena), backings[s.backing & 3],
 	       (unsigned long long)(s.data_bytes >> 20), (unsigned long long)s.base);
 
-	struct ring *rings[16];
-	pid_t pids[16];
+	struct consumer consumers[16];
+	memset(consumers, 0, sizeof(consumers));
 	for (unsigned i = 0; i < secondaries; i++) {
-		rings[i] = pf_shared_alloc_align(arena, sizeof(struct ring), 64);
-		if (!rings[i])
+		struct ring *ring = pf_shared_alloc_align(arena, sizeof(struct ring), 64);
+		if (!ring)
 			return die("ring");
-		memset(rings[i], 0, sizeof(struct ring));
-		pids[i] = start_secondary(argv[0], name, pf_shared_offset(arena, rings[i]));
+		memset(ring, 0, sizeof(struct ring));
+		consumers[i].ring = ring;
+		consumers[i].pid = start_secondary(argv[0], name, pf_shared_offset(arena, ring));
 	}
 	uint64_t sent = 0, failed = 0;
 	for (uint64_t seq = 0; seq < packets; seq++) {
 		struct packet *pkt = make_packet(arena, seq, (uint32_t)size);
-		if (!pkt) {
-			failed++;
+		if (pkt && ring_push(&consumers[seq % secondaries], pf_shared_offset(arena, pkt))) {
+			sent++;
 			continue;
 		}
-		ring_push(rings[seq % secondaries], pf_shared_offset(arena, pkt));
-		sent++;
+		if (pkt)
+			pf_shared_free(arena, pkt); /* its secondary is gone */
+		failed++;
 	}
-	for (unsigned i = 0; i < secondaries; i++)
-		ring_push(rings[i], DONE);
 	int ok = failed == 0;
 	for (unsigned i = 0; i < secondaries; i++) {
-		int status = 0;
-		waitpid(pids[i], &status, 0);
-		ok &= WIFEXITED(status) && WEXITSTATUS(status) == 0;
-		pf_shared_free(arena, rings[i]);
+		struct consumer *c = &consumers[i];
+		if (ring_push(c, DONE) && !c->exited)
+			waitpid(c->pid, &c->status, 0);
+		ok &= WIFEXITED(c->status) && WEXITSTATUS(c->status) == 0;
+		pf_shared_free(arena, c->ring);
 	}
 	pf_shared_thread_flush(arena); /* our cache's page goes back too */
 	pf_shared_stats(arena, &s, sizeof(s));
-	printf("sent %llu, allocation failures %llu\n", (unsigned long long)sent,
-	       (unsigned long long)failed);
+	printf("sent %llu, not sent %llu\n", (unsigned long long)sent, (unsigned long long)failed);
 	printf("arena: allocs %llu, frees %llu, refills %llu, recycles %llu, attaches %llu, "
 	       "pages_in_use %llu\n",
 	       (unsigned long long)s.allocs, (unsigned long long)s.frees,

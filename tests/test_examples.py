@@ -47,6 +47,7 @@ def run_program(examples_dir, name, *args, timeout=120):
     run = subprocess.run([str(examples_dir / name), *args], env=program_env(),
                          capture_output=True, text=True, timeout=timeout)
     assert "Sanitizer" not in run.stderr, run.stderr
+    assert "runtime error" not in run.stderr, run.stderr  # UBSan
     return run
 
 

@@ -13,6 +13,7 @@ import mmap
 import multiprocessing
 import os
 import pickle
+import shutil
 import signal
 import struct
 import subprocess
@@ -271,6 +272,45 @@ def test_consumer_killed_holding_fragments(arena, name):
     assert end.allocs - end.frees == HELD
     assert 0 < end.pages_in_use - start.pages_in_use <= 8 * HELD
     assert end.caches == 0 and end.invalid_frees == 0
+
+
+NAMESPACED_CHILD = r"""
+import sys
+import pyfrag
+with pyfrag.SharedArena(sys.argv[1]) as arena:
+    frag = arena.alloc(1000)
+    frag[:] = b"\xc5" * 1000
+    print(arena.stats().processes, flush=True)
+    sys.stdin.readline()  # alive until the other process has tried to reap it
+    print("intact" if bytes(frag) == b"\xc5" * 1000 else "overwritten", flush=True)
+    frag.free()
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"),
+                    reason="a new pid namespace needs root and util-linux's unshare")
+def test_process_in_another_pid_namespace_is_not_reaped_while_alive(arena, name):
+    # its pid means nothing here: liveness must not come from /proc/<pid>
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    child = subprocess.Popen(["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c",
+                              NAMESPACED_CHILD, name], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert child.stdout.readline().strip() == "2"  # it did not reap us either
+        assert arena.reap() == 0
+        frags = [arena.alloc(1000) for _ in range(64)]  # would land on its page if it were reaped
+        for frag in frags:
+            frag[:] = b"\x11" * 1000
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        assert child.stdout.readline().strip() == "intact"
+        for frag in frags:
+            frag.free()
+    finally:
+        child.stdin.close()
+        assert child.wait(30) == 0
+    stats = arena.stats()
+    assert stats.reaped_processes == 0 and stats.processes == 1
 
 
 # ---- another version, permissions -------------------------------------------------------------

@@ -19,7 +19,11 @@
  *   A free from any thread of any process is the same atomic decrement of
  *   the page's refcount as in a private arena; pf_free() also accepts shared
  *   fragments.
- * - A process that dies while attached is reaped by the others (at attach,
+ * - A process holds a lock on the arena's file while attached, which the
+ *   kernel drops when it dies (in any pid namespace; a process that closes
+ *   every descriptor it does not know of, as some daemons do at start, loses
+ *   it too: attach after that). A process that dies while attached is reaped
+ *   by the others (at attach,
  *   when memory or cache slots run out, and by pf_shared_reap): its caches are
  *   drained like the kernel's page_frag_cache_drain, so the frag pages they
  *   held go back as soon as every fragment other processes hold is freed.

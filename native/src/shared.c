@@ -12,7 +12,10 @@
 #include "shared_layout.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 struct pf_shared pf__shared_table[PF_SHARED_LOCAL_MAX];
 pthread_mutex_t pf__shared_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -265,16 +268,33 @@ void pf__shared_thread_release(struct pf_thread *t)
 /*
  * The child of a fork is a new process: the parent's process slot and its
  * threads' caches are not its own. It keeps the mappings (MAP_SHARED), takes
- * a process slot of its own on first use, and its threads new caches.
+ * a process slot of its own on first use, and its threads new caches. Its
+ * copy of the file descriptor shares the parent's open file description,
+ * and with it the parent's liveness lock, which would keep the parent
+ * "alive" after its death for as long as the child lives: the child trades
+ * it for a description of its own (through /proc/self/fd, which works for an
+ * unlinked file too).
  */
 void pf__shared_after_fork(void)
 {
 	pthread_mutex_init(&pf__shared_lock, NULL);
 	for (unsigned i = 0; i < PF_SHARED_LOCAL_MAX; i++) {
-		if (!pf__shared_table[i].header)
+		struct pf_shared *local = &pf__shared_table[i];
+		if (!local->header)
 			continue;
-		pf__shared_table[i].gen++;
-		pf__shared_table[i].proc = PF_NIL;
+		local->gen++;
+		local->proc = PF_NIL;
+		char path[40];
+		snprintf(path, sizeof(path), "/proc/self/fd/%d", local->fd);
+		int own = open(path, O_RDWR | O_CLOEXEC);
+		if (own >= 0 && dup3(own, local->fd, O_CLOEXEC) >= 0) {
+			close(own);
+			continue;
+		}
+		if (own >= 0)
+			close(own);
+		close(local->fd); /* no way to take part: attaching in this child fails cleanly */
+		local->fd = -1;
 	}
 }
 

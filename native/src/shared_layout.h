@@ -51,10 +51,18 @@ enum pf_shared_counter {
 	PF_SCTR_COUNT
 };
 
+/*
+ * A live process holds an open-file-description lock on byte
+ * PF_SHARED_LIVENESS_LOCK + its slot index of the arena's file (beyond its
+ * end: no data is locked). The kernel drops it when the process dies, in
+ * whatever pid namespace either process lives, and a reused pid cannot
+ * inherit it: the lock, not the pid, says who is alive.
+ */
+#define PF_SHARED_LIVENESS_LOCK (1ull << 46)
+
 struct pf_shared_proc {
 	_Atomic uint32_t state; /* enum pf_slot_state */
-	int32_t pid;
-	uint64_t start_time;    /* /proc/<pid>/stat starttime: a reused pid has another */
+	int32_t pid;            /* in the attacher's pid namespace; for people, not for liveness */
 	_Atomic uint64_t frees; /* frees by this process's threads that have no cache here */
 };
 
@@ -121,6 +129,7 @@ struct pf_shared {
 	uint32_t index;  /* in the local table, and in pf_thread.shared_cache */
 	uint32_t gen;    /* changes when the entry is reused or after fork */
 	uint32_t proc;   /* our process slot, PF_NIL until taken */
+	int fd;          /* the arena's file, open while attached (the liveness lock) */
 	uint64_t dev, ino;
 	char path[256];
 };

@@ -301,12 +301,13 @@ static int create_in(struct pf_shared *local, const char *directory, const char 
 		err = errno;
 	else if (!(p = map_new(fd, name, shape->map_bytes, backing)))
 		err = errno;
-	close(fd);
 	if (err) {
+		close(fd);
 		unlink(local->path);
 		errno = err;
 		return -1;
 	}
+	local->fd = fd; /* kept: its lock tells the others this process is alive */
 	local->header = p;
 	local->dev = (uint64_t)st.st_dev;
 	local->ino = (uint64_t)st.st_ino;
@@ -318,6 +319,7 @@ static int create_in(struct pf_shared *local, const char *directory, const char 
 int pf__shared_map_create(struct pf_shared *local, const char *name, size_t size, unsigned mode,
 			  int backing, const char *directory)
 {
+	local->fd = -1;
 	if (!valid_name(name))
 		return fail(EINVAL, "shared arena name '%s': 1-48 letters, digits, '.', '_' or '-', not "
 			    "starting with '.'", name ? name : "(null)");
@@ -453,6 +455,7 @@ static struct pf_shared *attached_already(uint64_t dev, uint64_t ino)
 
 int pf__shared_map_attach(struct pf_shared *local, const char *name, const char *directory)
 {
+	local->fd = -1;
 	if (!valid_name(name))
 		return fail(EINVAL, "shared arena name '%s': 1-48 letters, digits, '.', '_' or '-', not "
 			    "starting with '.'", name ? name : "(null)");
@@ -479,7 +482,10 @@ int pf__shared_map_attach(struct pf_shared *local, const char *name, const char 
 			ret = 0;
 	}
 	int err = errno;
-	close(fd);
+	if (ret == 0)
+		local->fd = fd; /* kept: its lock tells the others this process is alive */
+	else
+		close(fd);
 	local->dev = (uint64_t)st.st_dev;
 	local->ino = (uint64_t)st.st_ino;
 	errno = err;
@@ -504,6 +510,9 @@ void pf__shared_unmap(struct pf_shared *local)
 {
 	munmap(local->header, local->header->map_bytes);
 	local->header = NULL;
+	if (local->fd >= 0)
+		close(local->fd);
+	local->fd = -1;
 }
 
 int pf__shared_remove(const char *name, const char *directory)

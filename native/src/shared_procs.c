@@ -3,16 +3,18 @@
  * Who uses a shared arena: its process table and its cache slots, both in
  * the mapping, and the reaping of processes that died attached.
  *
- * - A process takes a slot in the table at attach (pid and start time, so a
- *   reused pid is not mistaken for the dead one) and gives it back at its
- *   last detach. Each thread takes a cache slot on its first allocation and
+ * - A process takes a slot in the table at attach and holds the slot's
+ *   liveness lock (an open-file-description lock on the arena's file, see
+ *   shared_layout.h) until its last detach; the kernel releases it when the
+ *   process dies, so death is seen the same from any pid namespace and a
+ *   reused pid cannot pass for the dead process. Each thread takes a cache slot on its first allocation and
  *   gives it back at thread exit, pf_shared_thread_flush or detach. Slots are
  *   claimed with a compare-and-swap (FREE -> CLAIMING -> LIVE), and released
  *   the same way (LIVE -> REAPING -> FREE), so exactly one releaser drains a
  *   cache, without a lock. A slot whose claimer died between CLAIMING and LIVE
  *   stays unusable (a window of a few stores).
- * - Reaping: a process slot whose process is gone (no such pid, a zombie, or
- *   another start time) is taken FREE -> REAPING by one reaper, which drains
+ * - Reaping: a live slot whose liveness lock nobody holds is taken
+ *   LIVE -> REAPING by one reaper, which drains
  *   every cache that process left, as page_frag_cache_drain does: the bias
  *   the cache still owned goes back, so the frag page returns as soon as the
  *   fragments others hold are freed. A cache whose owner died inside
@@ -31,41 +33,23 @@
 
 /* ---- liveness ------------------------------------------------------------------ */
 
-/*
- * Field 22 of /proc/<pid>/stat (start time, clock ticks after boot), and its
- * state letter; 0 if there is no such process. The name in field 2 may hold
- * spaces and parentheses, so parsing starts after its last ')'.
- */
-static uint64_t start_time(int32_t pid, char *state)
+static int liveness_lock(int fd, uint32_t slot, short type, int cmd, struct flock *out)
 {
-	char path[40], text[1024];
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return 0;
-	ssize_t n = read(fd, text, sizeof(text) - 1);
-	close(fd);
-	if (n <= 0)
-		return 0;
-	text[n] = '\0';
-	char *p = strrchr(text, ')');
-	if (!p || p[1] != ' ')
-		return 0;
-	p += 2;
-	*state = *p;
-	for (int field = 3; field < 22 && p; field++) {
-		p = strchr(p, ' ');
-		if (p)
-			p++;
-	}
-	return p ? strtoull(p, NULL, 10) : 0;
+	struct flock lock = { .l_type = type, .l_whence = SEEK_SET,
+			      .l_start = (off_t)(PF_SHARED_LIVENESS_LOCK + slot), .l_len = 1 };
+	int ret = fcntl(fd, cmd, &lock);
+	if (out)
+		*out = lock;
+	return ret;
 }
 
-static bool process_alive(int32_t pid, uint64_t started)
+/* Does some process hold slot's liveness lock? (Not this file description: ours never asks.) */
+static bool process_alive(int fd, uint32_t slot)
 {
-	char state = '?';
-	uint64_t now = start_time(pid, &state);
-	return now != 0 && now == started && state != 'Z' && state != 'X';
+	struct flock lock;
+	if (liveness_lock(fd, slot, F_WRLCK, F_OFD_GETLK, &lock) != 0)
+		return true; /* cannot tell: never reap on a guess */
+	return lock.l_type != F_UNLCK;
 }
 
 /* ---- process table ------------------------------------------------------------- */
@@ -73,17 +57,22 @@ static bool process_alive(int32_t pid, uint64_t started)
 int pf__shared_proc_enter(struct pf_shared *local)
 {
 	struct pf_shared_header *h = local->header;
-	char state;
-	int32_t pid = (int32_t)getpid();
-	uint64_t started = start_time(pid, &state);
+	if (local->fd < 0) {
+		pf__fail(EBADF, "this process lost the shared arena's file (fork without /proc?)");
+		return -1;
+	}
 	for (int round = 0; round < 2; round++) {
 		for (uint32_t i = 0; i < PF_SHARED_MAX_PROCS; i++) {
 			struct pf_shared_proc *proc = &h->procs[i];
 			uint32_t expect = PF_SLOT_FREE;
 			if (!atomic_compare_exchange_strong(&proc->state, &expect, PF_SLOT_CLAIMING))
 				continue;
-			proc->pid = pid;
-			proc->start_time = started;
+			if (liveness_lock(local->fd, i, F_WRLCK, F_OFD_SETLK, NULL) != 0) {
+				/* held: a process the slot was taken from while alive; leave it be */
+				atomic_store_explicit(&proc->state, PF_SLOT_FREE, memory_order_release);
+				continue;
+			}
+			proc->pid = (int32_t)getpid();
 			atomic_store_explicit(&proc->frees, 0, memory_order_relaxed);
 			atomic_store_explicit(&proc->state, PF_SLOT_LIVE, memory_order_release);
 			local->proc = i;
@@ -121,6 +110,7 @@ void pf__shared_proc_leave(struct pf_shared *local)
 	pf__shared_count(h, PF_SCTR_RETIRED_FREES,
 			 atomic_load_explicit(&proc->frees, memory_order_relaxed));
 	atomic_store_explicit(&proc->state, PF_SLOT_FREE, memory_order_release);
+	(void)liveness_lock(local->fd, local->proc, F_UNLCK, F_OFD_SETLK, NULL);
 	local->proc = PF_NIL;
 }
 
@@ -207,7 +197,7 @@ size_t pf__shared_reap(struct pf_shared *local)
 		struct pf_shared_proc *proc = &h->procs[i];
 		if (i == local->proc ||
 		    atomic_load_explicit(&proc->state, memory_order_acquire) != PF_SLOT_LIVE ||
-		    process_alive(proc->pid, proc->start_time))
+		    process_alive(local->fd, i))
 			continue;
 		uint32_t expect = PF_SLOT_LIVE;
 		if (!atomic_compare_exchange_strong(&proc->state, &expect, PF_SLOT_REAPING))

@@ -229,11 +229,13 @@ static void test_dead_process_reaped(void)
 	pf_shared_t *a = create_4k();
 	if (!a)
 		return;
-	int from_child[2];
+	int from_child[2], to_child[2];
 	CHECK_EQ(pipe(from_child), 0);
+	CHECK_EQ(pipe(to_child), 0);
 	pid_t pid = fork();
 	if (pid == 0) {
 		close(from_child[0]);
+		close(to_child[1]);
 		for (int i = 0; i < 10; i++) { /* 10 sent: its first page, full */
 			char *p = pf_shared_alloc(a, 3200);
 			uint64_t off = pf_shared_offset(a, p);
@@ -242,14 +244,20 @@ static void test_dead_process_reaped(void)
 		}
 		for (int i = 0; i < 40; i++) /* kept: 8 per page, 5 pages, the last its current one */
 			pf_shared_alloc(a, 4000);
+		char go;
+		if (read(to_child[0], &go, 1) != 1) /* alive until the parent has tried to reap it */
+			_exit(1);
 		raise(SIGKILL);
 	}
 	close(from_child[1]);
+	close(to_child[0]);
 	uint64_t offs[10];
 	int n = 0;
 	while (n < 10 && read(from_child[0], &offs[n], sizeof(offs[n])) == (ssize_t)sizeof(offs[n]))
 		n++;
 	CHECK_EQ(n, 10);
+	CHECK_EQ(pf_shared_reap(a), 0); /* alive: its liveness lock is held */
+	CHECK_EQ(write(to_child[1], "k", 1), 1);
 	int status = wait_child(pid);
 	CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
 	pf_shared_stats_t s = sstats(a);
