@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0-only
-"""`pyfrag info`: what library is loaded, its options and counters, the machine's hugepages.
+"""`pyfrag info`: what library is loaded, its options and counters, the machine's hugepages,
+the shared arenas on this machine.
 
 Contract: add_parser(subparsers) registers the command; run(args) prints a
 text report, or with --json [FILE] one JSON object (stdout by default).
@@ -10,7 +11,7 @@ import dataclasses
 import json
 import sys
 
-from . import __version__, _lib, system
+from . import __version__, _lib, shared_files, system
 # (pyfrag.options and pyfrag.stats are the functions: import from the modules)
 from .options import options as list_options
 from .stats import stats as read_stats
@@ -35,6 +36,7 @@ def collect() -> dict:
         "options": [dict(dataclasses.asdict(opt), text=opt.text) for opt in list_options()],
         "hugepages": system.hugepages(),
         "stats": dataclasses.asdict(read_stats()),
+        "shared_arenas": [dataclasses.asdict(f) for f in shared_files.arena_files()],
     }
 
 
@@ -60,6 +62,15 @@ def format_text(report: dict) -> str:
                                                         opt["doc"]))
     lines += ["", "stats"]
     lines += ["  %-22s %d" % item for item in report["stats"].items()]
+    lines += ["", "shared arenas (files; pyfrag.SharedArena.unlink(name) removes one left behind)"]
+    for arena in report["shared_arenas"]:
+        version = arena["layout_version"]
+        lines.append("  %-24s %-7s %9s  %04o %-8s %s  %s" % (
+            arena["name"], arena["kind"], _mib(arena["bytes"]), arena["mode"], arena["owner"],
+            "layout %d" % version if version is not None else "unreadable or not an arena",
+            arena["path"]))
+    if not report["shared_arenas"]:
+        lines.append("  none")
     return "\n".join(lines) + "\n"
 
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import pathlib
+import pwd
 
 import pyfrag
 from conftest import run_cli
@@ -81,3 +84,25 @@ def test_main_returns_codes_in_process(capsys, monkeypatch):
         monkeypatch.setattr(cli.cmd_info, "run", run)
         assert cli.main(["info"]) == code
     assert "it broke" in capsys.readouterr().err
+
+
+def test_info_lists_shared_arenas(lib, tmp_path):
+    name = "info-%d" % os.getpid()
+    junk = pathlib.Path("/dev/shm/pyfrag.info-junk-%d" % os.getpid())
+    junk.write_bytes(b"not an arena")
+    try:
+        with pyfrag.SharedArena(name, create=True, size=2 << 20, backing="4k") as arena:
+            proc = run_cli("info", "--json")
+            text = run_cli("info").stdout
+            path, data = arena.path, arena.stats().map_bytes
+    finally:
+        junk.unlink()
+    assert proc.returncode == 0, proc.stderr
+    listed = {a["name"]: a for a in json.loads(proc.stdout)["shared_arenas"]}
+    assert listed[name] == {"name": name, "path": path, "kind": "shmem", "bytes": data,
+                            "mode": 0o600, "owner": pwd.getpwuid(os.getuid()).pw_name,
+                            "layout_version": pyfrag.shared.LAYOUT_VERSION}
+    assert listed[junk.name[len("pyfrag."):]]["layout_version"] is None
+    assert "shared arenas" in text and name in text and "not an arena" in text
+    assert name not in {a["name"] for a in json.loads(run_cli("info", "--json").stdout)
+                        ["shared_arenas"]}  # the creator removed it on close
