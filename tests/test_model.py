@@ -180,10 +180,10 @@ class PageFragMachine(RuleBasedStateMachine):
             self.model.free(addr, "atomic")
         elif route == "worker_pf_free":
             on_worker(self.lib.pf_free, addr + inner % frag.size)
-            self.model.free(addr, "atomic")
+            self.model.free(addr, "atomic", thread="worker")
         elif route == "worker_cache_free":
             on_worker(self.lib.pf_cache_free, owner, addr, frag.size)
-            self.model.free(addr, "atomic")
+            self.model.free(addr, "atomic", thread="worker")
         else:  # through another cache, on the owner thread: not that cache's page
             self.lib.pf_cache_free(other, addr, frag.size)
             self.model.free(addr, "local", (frag.cache + 1) % NCACHES, frag.size)
@@ -253,6 +253,12 @@ class PageFragMachine(RuleBasedStateMachine):
     @rule()
     def trim(self):
         self.lib.pf_trim()
+        self.model.flush("main")
+
+    @rule()
+    def worker_flush(self):
+        on_worker(self.lib.pf_thread_flush)
+        self.model.flush("worker")
 
     # ---- invariants ----------------------------------------------------------------------------
 

@@ -81,7 +81,8 @@ PF_API void *pf_alloc(size_t fragsz);
 PF_API void *pf_alloc_align(size_t fragsz, size_t align);
 /* The calling thread's default cache (made on first use), for queries. */
 PF_API pf_cache_t *pf_thread_cache(void);
-/* Drain the default cache and return the thread's page lists. Runs by itself at thread exit. */
+/* Apply the thread's batched frees, drain the default cache and return the thread's page
+ * lists. Runs by itself at thread exit. */
 PF_API void pf_thread_flush(void);
 
 /* ---- freeing ---------------------------------------------------------- */
@@ -94,12 +95,19 @@ PF_API void pf_thread_flush(void);
  * reference and cannot be detected (it is when the page is already free).
  * The first free on a thread gives that thread its pyfrag state (a default
  * cache and page lists), which the stats count under caches and threads.
+ * A thread batches the references it drops on one page while others remain
+ * (a consumer freeing a producer's buffers pays one atomic operation per
+ * page, not per fragment): a page's refcount (pf_page_query) can include a
+ * thread's frees until that thread frees on another page, frees what may be
+ * the page's last reference, calls pf_thread_flush() or pf_trim(), or exits.
+ * No page outlives its last fragment because of a batch.
  */
 PF_API int pf_free(void *addr);
 
 /* ---- memory ----------------------------------------------------------- */
 
-/* Flush the caller's page lists; return empty chunks beyond PYFRAG_RETAIN to the OS.
+/* Apply the caller's batched frees and flush its page lists; return empty chunks beyond
+ * PYFRAG_RETAIN to the OS.
  * Returns the chunks released while it ran (by any thread). */
 PF_API size_t pf_trim(void);
 

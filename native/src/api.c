@@ -213,7 +213,7 @@ static int refuse_local_free(void)
 
 static int free_page_ref(struct pf_thread *t, struct pf_page *head)
 {
-	if (pf__frag_put(head) != 0)
+	if ((t ? pf__frag_put_batched(&t->put, head) : pf__frag_put(head)) != 0)
 		return -1;
 	count_free(t);
 	return 0;
@@ -318,8 +318,10 @@ size_t pf_trim(void)
 	/* the flush may already release chunks: count them all by the counter */
 	uint64_t before = atomic_load_explicit(&pf__counters[PF_CTR_CHUNK_RELEASES], memory_order_relaxed);
 	struct pf_thread *t = pf__self;
-	if (t)
+	if (t) {
+		pf__frag_put_flush(&t->put);
 		pf__pcp_flush(&t->pcp);
+	}
 	pf__release_empty_chunks();
 	return (size_t)(atomic_load_explicit(&pf__counters[PF_CTR_CHUNK_RELEASES], memory_order_relaxed) -
 			before);

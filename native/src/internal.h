@@ -183,7 +183,7 @@ struct pf_page {
 	uint8_t order;
 	_Atomic uint8_t state; /* enum pf_page_state; pf__state() */
 	uint8_t flags; /* PF_PF_* */
-	uint8_t unused;
+	_Atomic uint8_t held; /* a frag page some cache still holds a bias on (page_frag.c) */
 };
 _Static_assert(sizeof(struct pf_page) == 16, "page metadata stays 16 bytes");
 
@@ -370,6 +370,36 @@ PF_INTERNAL void pf__frag_drain(struct pf_cache *cache);
 PF_INTERNAL int pf__frag_put(struct pf_page *head);
 
 /*
+ * A thread's frees of one page's fragments not yet taken off its refcount
+ * (pf__frag_put_batched). Only for a page no cache holds any more (a batch
+ * on a held page would stop its cache from reusing it in place), and never
+ * its last reference: that free applies the batch and itself at once, so no
+ * page outlives its fragments because of a batch.
+ */
+struct pf_put_batch {
+	struct pf_page *page;
+	int32_t count;
+};
+PF_INTERNAL int pf__frag_put_batch_slow(struct pf_put_batch *batch, struct pf_page *head);
+/* Apply the batch to its page's refcount (and free the page if those were the last references). */
+PF_INTERNAL void pf__frag_put_flush(struct pf_put_batch *batch);
+
+/*
+ * pf__frag_put, for a thread that frees runs of one page's fragments (a
+ * consumer of another thread's buffers): while other references are sure to
+ * remain, count the free here instead of an atomic operation on the page.
+ */
+static inline int pf__frag_put_batched(struct pf_put_batch *batch, struct pf_page *head)
+{
+	if (PF_LIKELY(head == batch->page) &&
+	    batch->count + 1 < atomic_load_explicit(&head->refcount, memory_order_relaxed)) {
+		batch->count++;
+		return 0;
+	}
+	return pf__frag_put_batch_slow(batch, head);
+}
+
+/*
  * On the cache's owner thread: if the cache still holds the fragment's page,
  * hand the reference back to the bias (no atomic operation) and, when size
  * says it was the newest fragment, give its bytes back too. False otherwise.
@@ -435,6 +465,7 @@ struct pf_thread {
 	 */
 	struct pf_cache spare;
 	struct pf_pcp pcp;
+	struct pf_put_batch put; /* frees of other threads' fragments, batched */
 	pf_local_counter frees;
 	pf_local_counter malloc_small;  /* malloc front, page_frag route */
 	pf_local_counter malloc_medium; /* malloc front, page runs */

@@ -295,7 +295,7 @@ static inline void small_free(const char *call, void *ptr, struct pf_page *page)
 			return;
 		}
 	}
-	if (PF_UNLIKELY(pf__frag_put(page) != 0))
+	if (PF_UNLIKELY((t ? pf__frag_put_batched(&t->put, page) : pf__frag_put(page)) != 0))
 		die(call, "page reference count underflow (double free?)", ptr);
 	count_free(t);
 }
