@@ -295,6 +295,8 @@ static inline void small_free(const char *call, void *ptr, struct pf_page *page)
 			return;
 		}
 	}
+	if (!t) /* a consumer thread that never allocated: state for its batch */
+		t = pf__thread();
 	if (PF_UNLIKELY((t ? pf__frag_put_batched(&t->put, page) : pf__frag_put(page)) != 0))
 		die(call, "page reference count underflow (double free?)", ptr);
 	count_free(t);
