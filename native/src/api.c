@@ -19,6 +19,23 @@ static PF_TLS int last_errno;
 
 static struct pf_pool cache_pool = { .object_size = sizeof(struct pf_cache) };
 
+/* The layout pyfrag.h's inline fast paths rely on (PF_ABI_VERSION). */
+#define PF_SAME_FIELD_(f)                                                                  \
+	_Static_assert(offsetof(struct pf_cache, f) == offsetof(pf_cache_fast_t, f) &&      \
+			       sizeof(((struct pf_cache *)0)->f) == sizeof(((pf_cache_fast_t *)0)->f), \
+		       "pf_cache_fast_t." #f " matches struct pf_cache")
+PF_SAME_FIELD_(va);
+PF_SAME_FIELD_(offset);
+PF_SAME_FIELD_(size);
+PF_SAME_FIELD_(bias);
+PF_SAME_FIELD_(owner);
+PF_SAME_FIELD_(allocs);
+PF_SAME_FIELD_(bias_frees);
+_Static_assert(offsetof(struct pf_cache, pfmemalloc) >= offsetof(pf_cache_fast_t, reserved_) &&
+		       offsetof(struct pf_cache, pfmemalloc) < offsetof(pf_cache_fast_t, owner),
+	       "pfmemalloc lives in pf_cache_fast_t.reserved_");
+_Static_assert(PF_BIAS_FULL_ == PF_BIAS_FULL, "full bias");
+
 void *pf__fail(int err, const char *message)
 {
 	last_errno = err;
@@ -230,10 +247,8 @@ static int free_any(void *addr)
 	struct pf_thread *t = pf__thread();
 	if (t && t->cache.page == head && PF_UNLIKELY(bogus_local_free(&t->cache, addr)))
 		return refuse_local_free();
-	if (t && pf__frag_free_local(&t->cache, head, addr, 0)) {
-		count_free(t);
+	if (t && pf__frag_free_local(&t->cache, head, addr, 0))
 		return 0;
-	}
 	return free_page_ref(t, head);
 }
 
@@ -258,47 +273,26 @@ static __attribute__((noinline)) int cache_free_slow(pf_cache_t *cache, void *fr
 	if (PF_UNLIKELY(!head))
 		return invalid_free();
 	struct pf_thread *t = pf__thread();
-	if (cache->page == head && pthread_equal(cache->owner, pthread_self()) &&
+	if (cache->page == head && cache->owner == pf_thread_id() &&
 	    PF_UNLIKELY(bogus_local_free(cache, frag)))
 		return refuse_local_free();
-	if (pthread_equal(cache->owner, pthread_self()) &&
-	    pf__frag_free_local(cache, head, frag, fragsz)) {
-		count_free(t);
+	if (cache->owner == pf_thread_id() && pf__frag_free_local(cache, head, frag, fragsz))
 		return 0;
-	}
 	return free_page_ref(t, head);
 }
 
-/* The owner freeing into the cache's current page: no metadata, no atomic operation. */
-static inline int free_owned(struct pf_thread *self, pf_cache_t *cache, void *frag, size_t fragsz)
-{
-	pf__frag_free_local(cache, cache->page, frag, fragsz);
-	pf__local_inc(&self->frees);
-	return 0;
-}
-
-/* An explicit cache: ask pthread whether the caller owns it (a call, so apart from the fast path). */
-static __attribute__((noinline)) int cache_free_explicit(struct pf_thread *self, pf_cache_t *cache,
-							  void *frag, size_t fragsz)
-{
-	if (pthread_equal(cache->owner, pthread_self()))
-		return free_owned(self, cache, frag, fragsz);
-	return cache_free_slow(cache, frag, fragsz);
-}
-
 /*
- * The common case first: a fragment of the cache's current page, which it
- * cannot be unless the page is live (a NULL or empty cache fails the range
- * check and the slow path says why). A thread's default cache is its own.
+ * The common case first (pyfrag.h's pf_cache_free_inline does the same): the
+ * owner freeing a fragment of the cache's current page, no metadata, no
+ * atomic operation. A NULL or empty cache fails the range check and the slow
+ * path says why.
  */
 static inline int cache_free(pf_cache_t *cache, void *frag, size_t fragsz)
 {
-	struct pf_thread *self = pf__self;
-	if (PF_LIKELY(cache != NULL && self != NULL) && (uintptr_t)frag - cache->va < cache->size &&
-	    PF_LIKELY(!bogus_local_free(cache, frag))) {
-		if (PF_LIKELY(cache == &self->cache))
-			return free_owned(self, cache, frag, fragsz);
-		return cache_free_explicit(self, cache, frag, fragsz);
+	if (PF_LIKELY(cache != NULL) && (uintptr_t)frag - cache->va < cache->size &&
+	    PF_LIKELY(!bogus_local_free(cache, frag)) && PF_LIKELY(cache->owner == pf_thread_id())) {
+		pf__frag_free_local(cache, cache->page, frag, fragsz);
+		return 0;
 	}
 	return cache_free_slow(cache, frag, fragsz);
 }

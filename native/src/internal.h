@@ -337,20 +337,27 @@ PF_INTERNAL uint64_t pf__pcp_pages(const struct pf_pcp *pcp);
 #define PF_BIAS_FULL (PF_FRAG_PAGE_SIZE + 1) /* references a refill gives the cache */
 
 struct pf_cache {
-	/* hot: the alloc fast path reads and writes only these */
+	/* hot, and up to bias_frees the public pf_cache_fast_t (pyfrag.h, checked in api.c) */
 	uintptr_t va;      /* frag page address, 0 if none */
 	uint32_t offset;   /* bytes used, counting up */
 	uint32_t size;     /* frag page size; 0 if none, so every request misses */
 	uint32_t bias;     /* page references this cache still owns */
 	bool pfmemalloc;   /* page came from the reserve: never recycled */
-	struct pf_page *page;
+	uintptr_t owner;   /* pf_thread_id() of the owner thread */
 	pf_local_counter allocs;
 	pf_local_counter bias_frees;
-	pthread_t owner;
+	struct pf_page *page;
 	/* bookkeeping */
 	struct pf_cache *next_live; /* registry of live caches, under pf__meta_lock */
 	struct pf_cache *prev_live;
 };
+
+#ifndef PF_HAVE_THREAD_ID
+static inline uintptr_t pf_thread_id(void)
+{
+	return (uintptr_t)pthread_self();
+}
+#endif
 
 PF_INTERNAL void pf__frag_cache_init(struct pf_cache *cache);
 /* The cache holds no page any more (its references were given back or moved). */
@@ -466,7 +473,7 @@ struct pf_thread {
 	struct pf_cache spare;
 	struct pf_pcp pcp;
 	struct pf_put_batch put; /* frees of other threads' fragments, batched */
-	pf_local_counter frees;
+	pf_local_counter frees; /* frees that dropped a page reference (bias frees: the cache counts) */
 	pf_local_counter malloc_small;  /* malloc front, page_frag route */
 	pf_local_counter malloc_medium; /* malloc front, page runs */
 	struct pf_thread *next_live; /* registry, under pf__meta_lock */

@@ -243,8 +243,7 @@ static inline bool free_local(struct pf_thread *t, struct pf_cache *c, uintptr_t
 		c->offset = 0;
 	else if (frag + size == c->va + c->offset)
 		c->offset = (uint32_t)(frag - c->va);
-	pf__local_inc(&t->cache.bias_frees);
-	pf__local_inc(&t->frees);
+	pf__local_inc(&t->cache.bias_frees); /* stats count it in frees too */
 	return true;
 }
 

@@ -32,7 +32,7 @@ void pf__frag_cache_init(struct pf_cache *cache)
 	cache->bias = 0;
 	cache->pfmemalloc = false;
 	cache->page = NULL;
-	cache->owner = pthread_self();
+	cache->owner = pf_thread_id();
 }
 
 static void set_held(struct pf_page *page, bool held)
