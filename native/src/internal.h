@@ -517,6 +517,8 @@ PF_INTERNAL void *pf__aligned_alloc(size_t align, size_t size);
 PF_INTERNAL void *pf__valloc(size_t size);
 PF_INTERNAL void *pf__pvalloc(size_t size);
 PF_INTERNAL size_t pf__malloc_usable_size(void *ptr);
+/* options.c, after the options were loaded or one was set: malloc's cached limits follow. */
+PF_INTERNAL void pf__malloc_options_changed(void);
 
 /* ---- stats.c: text without stdio or malloc ------------------------------------- */
 

@@ -88,6 +88,18 @@ static inline size_t small_max(void)
 	return fm < 0 ? 0 : (size_t)fm < PF_SMALL_MAX ? (size_t)fm : PF_SMALL_MAX;
 }
 
+/*
+ * Requests below this take pf__malloc's fast path: PYFRAG_FRAG_MAX (clamped)
+ * plus one, or 0 in check mode. One load instead of two options and a clamp
+ * per call; options.c calls pf__malloc_options_changed after every change.
+ */
+static _Atomic size_t fast_below;
+
+void pf__malloc_options_changed(void)
+{
+	atomic_store_explicit(&fast_below, check_mode() ? 0 : small_max() + 1, memory_order_relaxed);
+}
+
 static inline size_t round16(size_t n)
 {
 	return (n + 15) & ~(size_t)15;
@@ -174,7 +186,11 @@ static inline void *small_fast(struct pf_thread *t, size_t size)
 	pf__local_inc(&c->allocs);
 	count_small(t);
 	struct pf_mhdr *h = (struct pf_mhdr *)(c->va + offset);
-	write_header(h, total, PF_HDR, total - PF_HDR - (uint32_t)size);
+	/* no canary: only check mode reads it, and check mode never comes here */
+	h->size = total;
+	h->lead = PF_HDR;
+	h->slack = (uint16_t)(total - PF_HDR - size);
+	h->magic = PF_MAGIC_LIVE;
 	return h + 1;
 }
 
@@ -470,7 +486,8 @@ static void *alloc_slow(size_t size, size_t align, bool *fresh)
 void *pf__malloc(size_t size)
 {
 	struct pf_thread *t = pf__self;
-	if (PF_LIKELY(t != NULL) && PF_LIKELY(size <= small_max()) && !check_mode()) {
+	if (PF_LIKELY(t != NULL) &&
+	    PF_LIKELY(size < atomic_load_explicit(&fast_below, memory_order_relaxed))) {
 		void *ptr = small_fast(t, size);
 		if (PF_LIKELY(ptr != NULL))
 			return ptr;
