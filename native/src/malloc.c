@@ -143,10 +143,11 @@ static void verify_checked(const char *call, void *ptr, const struct pf_mhdr *h)
 }
 
 /*
- * The header of a small block, validated: aborts on a pointer that is not a
- * live block's start. page is the head of the frag page holding ptr.
+ * The header of a small block whose magic says live: aborts on a pointer
+ * that is not a live block's start (a double free among them). page is the
+ * head of the frag page holding ptr. Its size and lead are not looked at.
  */
-static inline struct pf_mhdr *small_header(const char *call, void *ptr, struct pf_page *page)
+static inline struct pf_mhdr *live_header(const char *call, void *ptr, struct pf_page *page)
 {
 	uintptr_t offset = (uintptr_t)ptr - (uintptr_t)pf__page_address(page);
 	if (PF_UNLIKELY(((uintptr_t)ptr & (PF_MIN_ALIGN - 1)) || offset < PF_HDR))
@@ -157,11 +158,26 @@ static inline struct pf_mhdr *small_header(const char *call, void *ptr, struct p
 			die(call, "double free detected", ptr);
 		die(call, "invalid pointer or corrupted header (a buffer before it overflowed?)", ptr);
 	}
+	return h;
+}
+
+/* Size and lead make sense (and in check mode the canaries hold): aborts if not. */
+static inline void check_header(const char *call, void *ptr, struct pf_page *page,
+				const struct pf_mhdr *h)
+{
+	uintptr_t offset = (uintptr_t)ptr - (uintptr_t)pf__page_address(page);
 	if (PF_UNLIKELY(h->lead < PF_HDR || h->lead > offset || h->size <= h->lead ||
 			h->size > PF_FRAG_PAGE_SIZE))
 		die(call, "corrupted header", ptr);
 	if (check_mode())
 		verify_checked(call, ptr, h);
+}
+
+/* The header of a small block, fully validated (the block's size is about to be used). */
+static inline struct pf_mhdr *small_header(const char *call, void *ptr, struct pf_page *page)
+{
+	struct pf_mhdr *h = live_header(call, ptr, page);
+	check_header(call, ptr, page, h);
 	return h;
 }
 
@@ -292,23 +308,28 @@ static inline void count_free(struct pf_thread *t)
 		pf__count(PF_CTR_RETIRED_FREES, 1);
 }
 
-static inline void small_free(const char *call, void *ptr, struct pf_page *page)
+/*
+ * A free of a block the fast path did not take: one of this thread's pages
+ * in check mode or with a header it doubted, or another thread's page. The
+ * latter only drops a page reference and never uses the header's size or
+ * lead, so (outside check mode) only its magic is checked: a double free or
+ * a pointer that is not a block's start still aborts; a header whose magic
+ * survived but whose size did not is caught where the size is used.
+ */
+static inline void small_free(const char *call, void *ptr, struct pf_page *page,
+			      struct pf_thread *t)
 {
-	struct pf_mhdr *h = small_header(call, ptr, page);
+	struct pf_mhdr *h = live_header(call, ptr, page);
+	bool own = t && (t->cache.page == page || t->spare.page == page);
+	if (own || check_mode())
+		check_header(call, ptr, page, h);
 	if (check_mode())
 		memset(ptr, PF_POISON_BYTE, small_usable(h));
 	h->magic = PF_MAGIC_FREED;
-	uintptr_t frag = (uintptr_t)ptr - h->lead;
-	struct pf_thread *t = pf__self;
-	if (PF_LIKELY(t != NULL)) {
-		if (t->cache.page == page) {
-			free_local(t, &t->cache, frag, h->size);
-			return;
-		}
-		if (t->spare.page == page) {
-			free_local(t, &t->spare, frag, h->size);
-			return;
-		}
+	if (own) {
+		free_local(t, t->cache.page == page ? &t->cache : &t->spare, (uintptr_t)ptr - h->lead,
+			   h->size);
+		return;
 	}
 	if (!t) /* a consumer thread that never allocated: state for its batch */
 		t = pf__thread();
@@ -513,8 +534,22 @@ static inline bool free_in_page(struct pf_thread *t, struct pf_cache *c, void *p
 }
 
 /* Every free but one into the calling thread's own frag pages (kept apart: no register saves there). */
-static __attribute__((noinline)) void free_slow(void *ptr)
+static __attribute__((noinline)) void free_slow(struct pf_thread *t, void *ptr)
 {
+	/*
+	 * Inside the page this thread batches frees for (a consumer freeing a
+	 * producer's blocks): a frag page known to be in use (the batch holds
+	 * references to it) and no cache's, so no page metadata to look up.
+	 */
+	struct pf_page *batched = t ? t->put.page : NULL;
+	if (batched && (uintptr_t)ptr - (uintptr_t)pf__page_address(batched) <
+			       (PF_PAGE_SIZE << batched->order) && !check_mode()) {
+		live_header("free", ptr, batched)->magic = PF_MAGIC_FREED;
+		if (PF_UNLIKELY(pf__frag_put_batched(&t->put, batched) != 0))
+			die("free", "page reference count underflow (double free?)", ptr);
+		pf__local_inc(&t->frees);
+		return;
+	}
 	if (PF_UNLIKELY(!pf__in_arena(ptr))) {
 		if (ptr)
 			foreign_free();
@@ -524,7 +559,7 @@ static __attribute__((noinline)) void free_slow(void *ptr)
 	if (PF_UNLIKELY(is_run(page)))
 		run_free("free", ptr, page);
 	else
-		small_free("free", ptr, page);
+		small_free("free", ptr, page, t);
 }
 
 void pf__free(void *ptr)
@@ -532,7 +567,7 @@ void pf__free(void *ptr)
 	struct pf_thread *t = pf__self;
 	if (PF_LIKELY(t != NULL) && (free_in_page(t, &t->cache, ptr) || free_in_page(t, &t->spare, ptr)))
 		return;
-	free_slow(ptr);
+	free_slow(t, ptr);
 }
 
 void *pf__calloc(size_t n, size_t size)
