@@ -172,7 +172,8 @@ PF_INLINE_ int pf_cache_free_inline(pf_cache_t *cache, void *frag, size_t fragsz
 	if (PF_EXPECT_(c != NULL && addr - c->va < c->offset && c->bias < PF_BIAS_FULL_ &&
 		       c->owner == pf_thread_id())) {
 		c->bias++;
-		if (fragsz && addr + fragsz == c->va + c->offset)
+		/* the newest fragment gives its bytes back (fragsz 0 never matches: addr < the end) */
+		if (addr + fragsz == c->va + c->offset)
 			c->offset = (uint32_t)(addr - c->va);
 		PF_BUMP_(c->bias_frees);
 		return 0;
