@@ -238,6 +238,12 @@ static int free_page_ref(struct pf_thread *t, struct pf_page *head)
 
 static int free_any(void *addr)
 {
+	/* inside the page this thread batches frees for: in use (the batch holds it), no cache's */
+	struct pf_thread *self = pf__self;
+	struct pf_page *batched = self ? self->put.page : NULL;
+	if (batched && (uintptr_t)addr - (uintptr_t)pf__page_address(batched) <
+			       (PF_PAGE_SIZE << batched->order))
+		return free_page_ref(self, batched);
 	if (!addr)
 		return 0;
 	struct pf_page *head = pf__head_page(addr);
