@@ -8,7 +8,8 @@ of random sizes and alignments, frees in any order by every route (owner
 cache with or without the size, interior pointers through pf_free, the
 worker thread, another cache), drains, cache re-creation, option changes
 (PYFRAG_RETAIN, PYFRAG_PCP_HIGH, PYFRAG_HUGEPAGES and PYFRAG_LIMIT down to
-"no new chunk", so refills fail and take reserve pages), trims, and misuse
+"no new chunk", so refills fail and take reserve pages), trims and the worker's
+pf_thread_flush (which apply a thread's batched frees), and misuse
 the library must refuse (bad sizes and alignments, double frees it can see).
 
 After every step: each cache's page, offset and bias (pf_cache_query) and
