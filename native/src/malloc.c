@@ -35,6 +35,7 @@
 #define PF_HDR 16u
 #define PF_SMALL_MAX (PF_FRAG_PAGE_SIZE - PF_HDR) /* frag_max is clamped to this */
 #define PF_MAGIC_LIVE 0x6d66704bu                 /* "Kpfm" */
+#define PF_MAGIC_LIVE_CHECKED 0x6d66434bu         /* "KCfm": live, made in check mode */
 #define PF_MAGIC_FREED 0x6672656bu
 #define PF_CANARY_KEY 0x9e3779b9u
 #define PF_TAIL_BYTE 0xa5u
@@ -46,7 +47,7 @@ struct pf_mhdr {
 	uint16_t lead;   /* fragment start to user pointer: 16, or the alignment */
 	uint16_t slack;  /* usable bytes past the request (check mode: tail canary) */
 	uint32_t canary; /* keyed by address; verified in check mode */
-	uint32_t magic;  /* PF_MAGIC_LIVE or PF_MAGIC_FREED, right before the user's bytes */
+	uint32_t magic;  /* live_magic() or PF_MAGIC_FREED, right before the user's bytes */
 };
 _Static_assert(sizeof(struct pf_mhdr) == PF_HDR, "malloc header is 16 bytes");
 _Static_assert(PF_SMALL_MAX <= UINT16_MAX, "slack and lead fit 16 bits");
@@ -105,13 +106,23 @@ static inline size_t round16(size_t n)
 	return (n + 15) & ~(size_t)15;
 }
 
+/*
+ * Blocks made in check mode carry their own live magic, so the free fast
+ * path (which compares against PF_MAGIC_LIVE) sends them to the full checks
+ * without reading the option.
+ */
+static inline uint32_t live_magic(void)
+{
+	return check_mode() ? PF_MAGIC_LIVE_CHECKED : PF_MAGIC_LIVE;
+}
+
 static inline void write_header(struct pf_mhdr *h, uint32_t size, uint32_t lead, uint32_t slack)
 {
 	h->size = size;
 	h->lead = (uint16_t)lead;
 	h->slack = (uint16_t)slack;
 	h->canary = canary_of(h);
-	h->magic = PF_MAGIC_LIVE;
+	h->magic = live_magic();
 }
 
 static inline size_t small_usable(const struct pf_mhdr *h)
@@ -153,7 +164,7 @@ static inline struct pf_mhdr *live_header(const char *call, void *ptr, struct pf
 	if (PF_UNLIKELY(((uintptr_t)ptr & (PF_MIN_ALIGN - 1)) || offset < PF_HDR))
 		die(call, "invalid pointer", ptr);
 	struct pf_mhdr *h = header_of(ptr);
-	if (PF_UNLIKELY(h->magic != PF_MAGIC_LIVE)) {
+	if (PF_UNLIKELY(h->magic != live_magic())) {
 		if (h->magic == PF_MAGIC_FREED)
 			die(call, "double free detected", ptr);
 		die(call, "invalid pointer or corrupted header (a buffer before it overflowed?)", ptr);
@@ -524,9 +535,10 @@ void *pf__malloc(size_t size)
 static inline bool free_in_page(struct pf_thread *t, struct pf_cache *c, void *ptr)
 {
 	uintptr_t offset = (uintptr_t)ptr - c->va;
-	if (offset >= c->size || offset < PF_HDR || check_mode())
+	if (offset >= c->size || offset < PF_HDR)
 		return false;
 	struct pf_mhdr *h = header_of(ptr);
+	/* check mode's blocks fail the magic test too: they get the full checks */
 	if (PF_UNLIKELY(h->magic != PF_MAGIC_LIVE || h->lead > offset || ((uintptr_t)ptr & 15)))
 		return false; /* the full checks say what is wrong */
 	h->magic = PF_MAGIC_FREED;
