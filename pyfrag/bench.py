@@ -163,6 +163,7 @@ def run_one(setup_: Setup, alloc: Allocator, workload: str, scale: float,
 def run(setup_: Setup, workloads: list[str], runs: int, scale: float = 1.0, progress=None) -> dict:
     """Every workload under every allocator, interleaved, runs times. The report (JSON-ready)."""
     samples: dict = {}
+    load_start = _load_average()
     total = runs * len(workloads) * len(setup_.allocators)
     done = 0
     started = time.monotonic()
@@ -175,7 +176,17 @@ def run(setup_: Setup, workloads: list[str], runs: int, scale: float = 1.0, prog
                     per_case = samples.setdefault(wl, {}).setdefault(case, {})
                     per_case.setdefault(alloc.name, []).append(values)
                 done += 1
-    return summarise(setup_, samples, runs, scale, time.monotonic() - started)
+    report = summarise(setup_, samples, runs, scale, time.monotonic() - started)
+    report["load_average"] = {"start": load_start, "end": _load_average()}
+    return report
+
+
+def _load_average() -> float | None:
+    """The 1-minute load average: how busy the machine was (other processes skew the ring)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
 
 
 def summarise(setup_: Setup, samples: dict, runs: int, scale: float, seconds: float) -> dict:
@@ -312,8 +323,11 @@ def table(report: dict) -> str:
     widths = [max(len(str(r[i])) for r in [head] + rows) for i in range(len(head))]
     fmt = lambda r: "  ".join(str(c).ljust(w) if i < 2 else str(c).rjust(w)  # noqa: E731
                               for i, (c, w) in enumerate(zip(r, widths))).rstrip()
-    lines = ["median ns per op (ratio to pyfrag; < 1 is faster than pyfrag), %d run(s)"
-             % report["runs"], fmt(head)] + [fmt(r) for r in rows]
+    load = report.get("load_average") or {}
+    loads = ("; load average %s -> %s" % (load.get("start"), load.get("end"))
+             if load.get("start") is not None else "")
+    lines = ["median ns per op (ratio to pyfrag; < 1 is faster than pyfrag), %d run(s)%s"
+             % (report["runs"], loads), fmt(head)] + [fmt(r) for r in rows]
     if report["targets"]:
         lines.append("")
         lines.append("targets:")
