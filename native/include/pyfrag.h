@@ -97,7 +97,9 @@ typedef struct pf_cache_fast {
 	uintptr_t va;        /* current frag page, 0 if none */
 	uint32_t offset;     /* bytes handed out from it, counting up */
 	uint32_t size;       /* its size; 0 if none */
-	uint32_t bias;       /* page references the cache still owns */
+	/* the page references the cache owns are PF_BIAS_FULL_ - (handed - returned) */
+	uint32_t handed;     /* fragments handed out since the page was (re)filled */
+	uint32_t returned;   /* of those, how many came back to the cache (owner frees) */
 	uint32_t reserved_;  /* the library's */
 	uintptr_t owner;     /* pf_thread_id() of the owner thread */
 	uint64_t allocs;     /* counters: written by the owner only, read relaxed by stats */
@@ -138,7 +140,7 @@ PF_INLINE_ void *pf_cache_alloc_align_inline(pf_cache_t *cache, size_t fragsz, s
 		uintptr_t end = start - c->va + fragsz;
 		if (PF_EXPECT_(end <= c->size)) {
 			c->offset = (uint32_t)end;
-			c->bias--;
+			c->handed++;
 			PF_BUMP_(c->allocs);
 			return (void *)start;
 		}
@@ -154,7 +156,7 @@ PF_INLINE_ void *pf_cache_alloc_inline(pf_cache_t *cache, size_t fragsz)
 		/* 1 <= fragsz <= room left, in one compare */
 		if (PF_EXPECT_(fragsz - 1 < (size_t)(c->size - offset))) {
 			c->offset = offset + (uint32_t)fragsz;
-			c->bias--;
+			c->handed++;
 			PF_BUMP_(c->allocs);
 			return (void *)(c->va + offset);
 		}
@@ -169,9 +171,9 @@ PF_INLINE_ int pf_cache_free_inline(pf_cache_t *cache, void *frag, size_t fragsz
 	pf_cache_fast_t *c = (pf_cache_fast_t *)cache;
 	uintptr_t addr = (uintptr_t)frag;
 	/* inside what was handed out of the current page, a fragment out, on the owner thread */
-	if (PF_EXPECT_(c != NULL && addr - c->va < c->offset && c->bias < PF_BIAS_FULL_ &&
+	if (PF_EXPECT_(c != NULL && addr - c->va < c->offset && c->handed != c->returned &&
 		       c->owner == pf_thread_id())) {
-		c->bias++;
+		c->returned++;
 		/* the newest fragment gives its bytes back (fragsz 0 never matches: addr < the end) */
 		if (addr + fragsz == c->va + c->offset)
 			c->offset = (uint32_t)(addr - c->va);

@@ -27,7 +27,8 @@ static struct pf_pool cache_pool = { .object_size = sizeof(struct pf_cache) };
 PF_SAME_FIELD_(va);
 PF_SAME_FIELD_(offset);
 PF_SAME_FIELD_(size);
-PF_SAME_FIELD_(bias);
+PF_SAME_FIELD_(handed);
+PF_SAME_FIELD_(returned);
 PF_SAME_FIELD_(owner);
 PF_SAME_FIELD_(allocs);
 PF_SAME_FIELD_(bias_frees);
@@ -218,7 +219,7 @@ static void count_free(struct pf_thread *t)
  */
 static bool bogus_local_free(const struct pf_cache *cache, const void *addr)
 {
-	return (uintptr_t)addr >= cache->va + cache->offset || cache->bias >= PF_BIAS_FULL;
+	return (uintptr_t)addr >= cache->va + cache->offset || pf__bias_full(cache);
 }
 
 static int refuse_local_free(void)
@@ -365,7 +366,7 @@ int pf_cache_query(const pf_cache_t *cache, pf_cache_info_t *out)
 	out->page = cache->va;
 	out->page_size = cache->size;
 	out->offset = cache->offset;
-	out->bias = cache->bias;
+	out->bias = pf__bias(cache);
 	out->pfmemalloc = cache->pfmemalloc;
 	return 0;
 }

@@ -341,7 +341,15 @@ struct pf_cache {
 	uintptr_t va;      /* frag page address, 0 if none */
 	uint32_t offset;   /* bytes used, counting up */
 	uint32_t size;     /* frag page size; 0 if none, so every request misses */
-	uint32_t bias;     /* page references this cache still owns */
+	/*
+	 * The kernel's pagecnt_bias, in two halves (pf__bias()): fragments handed
+	 * out since the page was (re)filled, and those given back to the bias.
+	 * Alloc writes only handed and a bias free only returned, so an alloc+free
+	 * pair is two independent chains through memory, not one that goes
+	 * through the same field twice.
+	 */
+	uint32_t handed;
+	uint32_t returned;
 	bool pfmemalloc;   /* page came from the reserve: never recycled */
 	uintptr_t owner;   /* pf_thread_id() of the owner thread */
 	pf_local_counter allocs;
@@ -367,8 +375,26 @@ static inline void pf__frag_forget_page(struct pf_cache *cache)
 	cache->va = 0;
 	cache->size = 0;
 	cache->offset = 0;
-	cache->bias = 0;
+	cache->handed = 0;
+	cache->returned = 0;
 	cache->pfmemalloc = false;
+}
+
+/* Page references the cache still owns (0 without a page). Wraps safely: handed - returned is small. */
+static inline uint32_t pf__bias(const struct pf_cache *cache)
+{
+	return cache->page ? PF_BIAS_FULL - (cache->handed - cache->returned) : 0;
+}
+/* The cache owns all MAX + 1 references again (a refill, a reuse in place). */
+static inline void pf__bias_set_full(struct pf_cache *cache)
+{
+	cache->handed = 0;
+	cache->returned = 0;
+}
+/* No fragment of the current page out (the bias is full). */
+static inline bool pf__bias_full(const struct pf_cache *cache)
+{
+	return cache->handed == cache->returned;
 }
 /* The part of alloc that runs when the current page cannot hold the request. */
 PF_INTERNAL void *pf__frag_alloc_slow(struct pf_cache *cache, uint32_t fragsz, uint32_t align);
@@ -416,7 +442,7 @@ static inline bool pf__frag_free_local(struct pf_cache *cache, struct pf_page *h
 {
 	if (cache->page != head)
 		return false;
-	cache->bias++;
+	cache->returned++;
 	if (size && (uintptr_t)addr + size == cache->va + cache->offset)
 		cache->offset = (uint32_t)((uintptr_t)addr - cache->va);
 	pf__local_inc(&cache->bias_frees);
@@ -440,7 +466,7 @@ static inline void *pf__frag_alloc(struct pf_cache *cache, size_t fragsz, size_t
 	if (PF_UNLIKELY(offset + fragsz > cache->size))
 		return pf__frag_alloc_slow(cache, (uint32_t)fragsz, (uint32_t)align);
 	cache->offset = offset + (uint32_t)fragsz;
-	cache->bias--;
+	cache->handed++;
 	pf__local_inc(&cache->allocs);
 	return (void *)(cache->va + offset);
 }

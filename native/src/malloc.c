@@ -209,7 +209,7 @@ static inline void *small_fast(struct pf_thread *t, size_t size)
 	if (PF_UNLIKELY(offset + total > c->size))
 		return NULL;
 	c->offset = offset + total;
-	c->bias--;
+	c->handed++;
 	pf__local_inc(&c->allocs);
 	count_small(t);
 	struct pf_mhdr *h = (struct pf_mhdr *)(c->va + offset);
@@ -239,7 +239,8 @@ static void move_page(struct pf_cache *to, struct pf_cache *from)
 	to->va = from->va;
 	to->offset = from->offset;
 	to->size = from->size;
-	to->bias = from->bias;
+	to->handed = from->handed;
+	to->returned = from->returned;
 	to->pfmemalloc = from->pfmemalloc;
 	pf__frag_forget_page(from);
 }
@@ -257,11 +258,11 @@ static void rotate(struct pf_thread *t, uint32_t fragsz, uint32_t align)
 	if (!cur->page || fits(cur, fragsz, align))
 		return;
 	if (spare->page && !spare->pfmemalloc && fragsz <= spare->size &&
-	    atomic_load_explicit(&spare->page->refcount, memory_order_acquire) == (int32_t)spare->bias) {
+	    atomic_load_explicit(&spare->page->refcount, memory_order_acquire) == (int32_t)pf__bias(spare)) {
 		struct pf_cache used_up;
 		/* every fragment is back (refcount == bias): nobody else holds a reference */
 		atomic_store_explicit(&spare->page->refcount, PF_BIAS_FULL, memory_order_relaxed);
-		spare->bias = PF_BIAS_FULL;
+		pf__bias_set_full(spare);
 		spare->offset = 0;
 		pf__count(PF_CTR_RECYCLES, 1);
 		move_page(&used_up, cur);
@@ -282,7 +283,7 @@ static void rotate(struct pf_thread *t, uint32_t fragsz, uint32_t align)
  */
 static inline bool free_local(struct pf_thread *t, struct pf_cache *c, uintptr_t frag, uint32_t size)
 {
-	if (++c->bias == PF_BIAS_FULL)
+	if (++c->returned == c->handed)
 		c->offset = 0;
 	else if (frag + size == c->va + c->offset)
 		c->offset = (uint32_t)(frag - c->va);

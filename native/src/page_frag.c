@@ -29,7 +29,8 @@ void pf__frag_cache_init(struct pf_cache *cache)
 	cache->va = 0;
 	cache->offset = 0;
 	cache->size = 0;
-	cache->bias = 0;
+	cache->handed = 0;
+	cache->returned = 0;
 	cache->pfmemalloc = false;
 	cache->page = NULL;
 	cache->owner = pf_thread_id();
@@ -43,7 +44,7 @@ static void set_held(struct pf_page *page, bool held)
 /* Give back every reference the cache owns; true if that was the last one. */
 static bool release_bias(struct pf_cache *cache)
 {
-	int32_t bias = (int32_t)cache->bias;
+	int32_t bias = (int32_t)pf__bias(cache);
 	set_held(cache->page, false); /* frees may batch from now on */
 	return atomic_fetch_sub_explicit(&cache->page->refcount, bias, memory_order_acq_rel) == bias;
 }
@@ -85,7 +86,7 @@ static bool refill(struct pf_cache *cache, uint32_t need)
 	cache->va = (uintptr_t)pf__page_address(page);
 	cache->size = PF_PAGE_SIZE << page->order;
 	cache->offset = 0;
-	cache->bias = PF_BIAS_FULL;
+	pf__bias_set_full(cache);
 	cache->pfmemalloc = (page->flags & PF_PF_RESERVE) != 0;
 	pf__count(PF_CTR_REFILLS, 1);
 	if (cache->pfmemalloc)
@@ -109,7 +110,7 @@ static bool recycle_in_place(struct pf_cache *cache, uint32_t need)
 	/* Nobody else holds a reference now: a store is safe. */
 	atomic_store_explicit(&cache->page->refcount, PF_BIAS_FULL, memory_order_relaxed);
 	set_held(cache->page, true);
-	cache->bias = PF_BIAS_FULL;
+	pf__bias_set_full(cache);
 	cache->offset = 0;
 	pf__count(PF_CTR_RECYCLES, 1);
 	return true;
@@ -133,7 +134,7 @@ void *pf__frag_alloc_slow(struct pf_cache *cache, uint32_t fragsz, uint32_t alig
 	}
 	uint32_t offset = (cache->offset + align - 1) & ~(align - 1);
 	cache->offset = offset + fragsz;
-	cache->bias--;
+	cache->handed++;
 	pf__local_inc(&cache->allocs);
 	return (void *)(cache->va + offset);
 }
