@@ -199,24 +199,30 @@ static inline void count_small(struct pf_thread *t)
 	pf__local_inc(&t->malloc_small);
 }
 
-/* The fast path: a 16-aligned fragment in the current page, or NULL. */
-static inline void *small_fast(struct pf_thread *t, size_t size)
+/*
+ * The fast path: a fragment of the current page whose user pointer, lead
+ * bytes in, is aligned to lead (16, or memalign's alignment below 4 KiB:
+ * the page is at least 4 KiB aligned, so aligning the offset aligns the
+ * address); the same layout as small_alloc's. NULL if it does not fit.
+ */
+static inline void *small_fast(struct pf_thread *t, size_t size, uint32_t lead)
 {
 	struct pf_cache *c = &t->cache;
 	/* at least one byte: a zero-size block must not end where the next page starts */
-	uint32_t total = (uint32_t)round16((size ? size : 1) + PF_HDR);
-	uint32_t offset = (c->offset + 15u) & ~15u;
+	uint32_t used = (uint32_t)round16(size ? size : 1);
+	uint32_t total = lead + used;
+	uint32_t offset = (c->offset + lead - 1) & ~(lead - 1);
 	if (PF_UNLIKELY(offset + total > c->size))
 		return NULL;
 	c->offset = offset + total;
 	c->handed++;
 	pf__local_inc(&c->allocs);
 	count_small(t);
-	struct pf_mhdr *h = (struct pf_mhdr *)(c->va + offset);
+	struct pf_mhdr *h = (struct pf_mhdr *)(c->va + offset + lead) - 1;
 	/* no canary: only check mode reads it, and check mode never comes here */
 	h->size = total;
-	h->lead = PF_HDR;
-	h->slack = (uint16_t)(total - PF_HDR - size);
+	h->lead = (uint16_t)lead;
+	h->slack = (uint16_t)(used - size);
 	h->magic = PF_MAGIC_LIVE;
 	return h + 1;
 }
@@ -521,7 +527,7 @@ void *pf__malloc(size_t size)
 	struct pf_thread *t = pf__self;
 	if (PF_LIKELY(t != NULL) &&
 	    PF_LIKELY(size < atomic_load_explicit(&fast_below, memory_order_relaxed))) {
-		void *ptr = small_fast(t, size);
+		void *ptr = small_fast(t, size, PF_HDR);
 		if (PF_LIKELY(ptr != NULL))
 			return ptr;
 	}
@@ -707,6 +713,19 @@ static bool power_of_two(size_t x)
 	return x != 0 && (x & (x - 1)) == 0;
 }
 
+/* An alignment above 16 (a power of two): the fast path when it fits the current page. */
+static void *aligned_small_first(size_t size, size_t align)
+{
+	struct pf_thread *t = pf__self;
+	size_t below = atomic_load_explicit(&fast_below, memory_order_relaxed);
+	if (PF_LIKELY(t != NULL) && align < PF_PAGE_SIZE && size < below && size + align < below) {
+		void *ptr = small_fast(t, size, (uint32_t)align);
+		if (PF_LIKELY(ptr != NULL))
+			return ptr;
+	}
+	return alloc_slow(size, align, NULL);
+}
+
 /* glibc's memalign: small alignments are malloc's, others round up to a power of two. */
 void *pf__memalign(size_t align, size_t size)
 {
@@ -718,7 +737,7 @@ void *pf__memalign(size_t align, size_t size)
 	}
 	if (!power_of_two(align))
 		align = (size_t)1 << (64 - __builtin_clzll((unsigned long long)align));
-	return alloc_slow(size, align, NULL);
+	return aligned_small_first(size, align);
 }
 
 void *pf__aligned_alloc(size_t align, size_t size)
@@ -731,7 +750,7 @@ int pf__posix_memalign(void **out, size_t align, size_t size)
 	if (align % sizeof(void *) != 0 || !power_of_two(align))
 		return EINVAL;
 	int saved = errno;
-	void *ptr = align <= PF_MIN_ALIGN ? pf__malloc(size) : alloc_slow(size, align, NULL);
+	void *ptr = align <= PF_MIN_ALIGN ? pf__malloc(size) : aligned_small_first(size, align);
 	errno = saved;
 	if (!ptr)
 		return ENOMEM;
