@@ -23,7 +23,7 @@ import threading
 from ctypes import (POINTER, c_char_p, c_int, c_longlong, c_size_t, c_uint, c_uint32, c_uint64,
                     c_void_p)
 
-ABI_VERSION = 1
+ABI_VERSION = 2
 STATS_VERSION = 2
 LIBRARY_NAME = "libpyfrag.so"
 ENV_LIBRARY = "PYFRAG_LIBRARY"

@@ -163,6 +163,7 @@ def run_one(setup_: Setup, alloc: Allocator, workload: str, scale: float,
 def run(setup_: Setup, workloads: list[str], runs: int, scale: float = 1.0, progress=None) -> dict:
     """Every workload under every allocator, interleaved, runs times. The report (JSON-ready)."""
     samples: dict = {}
+    load_start = _load_average()
     total = runs * len(workloads) * len(setup_.allocators)
     done = 0
     started = time.monotonic()
@@ -175,7 +176,17 @@ def run(setup_: Setup, workloads: list[str], runs: int, scale: float = 1.0, prog
                     per_case = samples.setdefault(wl, {}).setdefault(case, {})
                     per_case.setdefault(alloc.name, []).append(values)
                 done += 1
-    return summarise(setup_, samples, runs, scale, time.monotonic() - started)
+    report = summarise(setup_, samples, runs, scale, time.monotonic() - started)
+    report["load_average"] = {"start": load_start, "end": _load_average()}
+    return report
+
+
+def _load_average() -> float | None:
+    """The 1-minute load average: how busy the machine was (other processes skew the ring)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
 
 
 def summarise(setup_: Setup, samples: dict, runs: int, scale: float, seconds: float) -> dict:
@@ -212,6 +223,16 @@ def _median(results, workload, case, alloc):
     return results.get(workload, {}).get(case, {}).get(alloc, {}).get("median_ns_per_op")
 
 
+def _over_floor(results, case, alloc):
+    """Median over runs of (ring `case` / ring floor), both from the same process."""
+    ring = results.get("ring", {})
+    num = ring.get(case, {}).get(alloc, {}).get("samples_ns_per_op")
+    den = ring.get("floor", {}).get(alloc, {}).get("samples_ns_per_op")
+    if not num or not den or len(num) != len(den):
+        return None
+    return statistics.median(n / d for n, d in zip(num, den))
+
+
 def targets(results: dict) -> list[dict]:
     """Each target of the issue that this run can judge: value, limit, met."""
     out = []
@@ -224,11 +245,20 @@ def targets(results: dict) -> list[dict]:
                     "met": ratio <= limit, "what": what})
 
     m = lambda *k: _median(results, *k)  # noqa: E731
+    f = lambda alloc: _over_floor(results, "imix", alloc)  # noqa: E731
     add("ring imix: pyfrag-api / floor", m("ring", "imix", "pyfrag-api"),
         m("ring", "floor", "pyfrag-api"), 1.5, "direct API at most 1.5x the ring's floor")
     for peer in ("mimalloc", "jemalloc"):
         add("ring imix: pyfrag / %s" % peer, m("ring", "imix", "pyfrag"),
             m("ring", "imix", peer), 0.6, "LD_PRELOAD at most 0.6x %s" % peer)
+    # The same three, each ring over the floor its own process measured a moment before:
+    # on a shared VM the cost of a cross-core transfer jumps (floor 26 <-> 120+ ns) between
+    # processes, which the plain medians above compare across.
+    add("ring imix/own floor: pyfrag-api", f("pyfrag-api"), 1.0, 1.5,
+        "as above, per process: imix over that process's floor")
+    for peer in ("mimalloc", "jemalloc"):
+        add("ring imix/own floor: pyfrag / %s" % peer, f("pyfrag"), f(peer), 0.6,
+            "as above, each allocator's imix over its own process's floor")
     peers = [v for v in (m("burst", "burst", p) for p in ("jemalloc", "mimalloc", "tcmalloc")) if v]
     add("burst: pyfrag / fastest peer", m("burst", "burst", "pyfrag"), min(peers) if peers else None,
         0.8, "LD_PRELOAD at most 0.8x the fastest of jemalloc, mimalloc, tcmalloc")
@@ -312,13 +342,16 @@ def table(report: dict) -> str:
     widths = [max(len(str(r[i])) for r in [head] + rows) for i in range(len(head))]
     fmt = lambda r: "  ".join(str(c).ljust(w) if i < 2 else str(c).rjust(w)  # noqa: E731
                               for i, (c, w) in enumerate(zip(r, widths))).rstrip()
-    lines = ["median ns per op (ratio to pyfrag; < 1 is faster than pyfrag), %d run(s)"
-             % report["runs"], fmt(head)] + [fmt(r) for r in rows]
+    load = report.get("load_average") or {}
+    loads = ("; load average %s -> %s" % (load.get("start"), load.get("end"))
+             if load.get("start") is not None else "")
+    lines = ["median ns per op (ratio to pyfrag; < 1 is faster than pyfrag), %d run(s)%s"
+             % (report["runs"], loads), fmt(head)] + [fmt(r) for r in rows]
     if report["targets"]:
         lines.append("")
         lines.append("targets:")
         for t in report["targets"]:
-            lines.append("  %-4s %-34s %.2f (limit %.2f): %s"
+            lines.append("  %-4s %-41s %.2f (limit %.2f): %s"
                          % ("met" if t["met"] else "MISS", t["target"], t["ratio"], t["limit"],
                             t["what"]))
     return "\n".join(lines)

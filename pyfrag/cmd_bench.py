@@ -26,7 +26,9 @@ RUNS times each, and print the median ns per op of every allocator with its
 ratio to pyfrag. pyfrag and the peers run the plain malloc programs under
 LD_PRELOAD; pyfrag-4k is pyfrag with PYFRAG_FRAG_ORDER=0 (4 KiB frag pages:
 less memory pinned, more refills); pyfrag-api runs the same loops through
-pyfrag's C API."""
+pyfrag's C API (the inline fast paths of pyfrag.h on the thread's default
+cache, pf_free on other threads). The header line gives the machine's load
+average before and after: the ring is sensitive to other processes."""
 
 EPILOG = """\
 workloads:

@@ -23,6 +23,12 @@ Contract:
   if it was the newest one and its size was given); any other free drops one
   page reference. On the owner's current page, a free of an address at or
   past the offset, or when the bias is full, is refused (EINVAL).
+- Page references a thread drops are batched (page_frag.c, struct
+  pf_put_batch): each thread ("main", "worker") counts its drops on one page
+  that no cache holds while more references than its count plus one remain,
+  and applies them when it starts a batch on another page, on what may be
+  the page's last reference, and on pf_thread_flush / pf_trim. A page's refcount here is the library's: what
+  the batches have not applied yet is still in it.
 """
 from __future__ import annotations
 
@@ -81,6 +87,7 @@ class PageFragModel:
     pages: dict = field(default_factory=dict)  # va -> Page, every page with refcount > 0
     frags: dict = field(default_factory=dict)  # addr -> Frag, every live fragment
     counts: dict = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
+    batches: dict = field(default_factory=dict)  # thread name -> (page, drops not yet applied)
 
     def __post_init__(self):
         self.caches = [Cache() for _ in range(self.ncaches)]
@@ -99,6 +106,26 @@ class PageFragModel:
             del self.pages[page.va]
             if page.reserve:
                 self._count("reserve_returns")
+
+    def _put_batched(self, thread: str, page: Page) -> None:
+        batched, count = self.batches.get(thread, (None, 0))
+        if batched is page and count + 1 < page.refcount:
+            self.batches[thread] = (page, count + 1)
+            return
+        if batched is not page:
+            if page.refcount > 1 and not any(c.page is page for c in self.caches):
+                self.flush(thread)
+                self.batches[thread] = (page, 1)
+                return
+        else:
+            self.flush(thread)
+        self._put(page)
+
+    def flush(self, thread: str) -> None:
+        """pf_thread_flush / pf_trim on `thread`: its batch is applied."""
+        page, count = self.batches.pop(thread, (None, 0))
+        if count:
+            self._put(page, count)
 
     def live_page_at(self, addr: int) -> Page | None:
         for page in self.pages.values():
@@ -177,11 +204,12 @@ class PageFragModel:
     def refuse_alloc(self) -> None:
         """A bad size or alignment: nothing changes."""
 
-    def free(self, addr: int, how: str, cache: int | None = None, size: int = 0) -> Frag:
-        """A successful free of live fragment `addr`. how: "local" (pf_cache_free on
-        the owner thread through cache `cache`, giving `size`), "atomic" (pf_free on any
-        thread whose default cache does not hold the page, or pf_cache_free from a
-        thread that is not the cache's owner)."""
+    def free(self, addr: int, how: str, cache: int | None = None, size: int = 0,
+             thread: str = "main") -> Frag:
+        """A successful free of live fragment `addr` on `thread`. how: "local"
+        (pf_cache_free on the owner thread through cache `cache`, giving `size`),
+        "atomic" (pf_free on any thread whose default cache does not hold the page, or
+        pf_cache_free from a thread that is not the cache's owner)."""
         frag = self.frags.pop(addr)
         self._count("frees")
         c = self.caches[cache] if cache is not None else None
@@ -191,7 +219,7 @@ class PageFragModel:
             if size and frag.addr + size == c.page.va + c.offset:
                 c.offset = frag.addr - c.page.va
         else:
-            self._put(frag.page)
+            self._put_batched(thread, frag.page)
         return frag
 
     def double_free_refused(self, addr: int, cache: int | None) -> bool:
@@ -233,7 +261,14 @@ class PageFragModel:
                 raise ModelMismatch("model bug: fragment 0x%x outside its live page" % f.addr)
             outstanding[f.page.va] = outstanding.get(f.page.va, 0) + 1
         biases = {c.page.va: c.bias for c in self.caches if c.page is not None}
+        batched: dict = {}
+        for page, count in self.batches.values():
+            if page is not None:
+                batched[page.va] = batched.get(page.va, 0) + count
         for va, page in self.pages.items():
-            if page.refcount != biases.get(va, 0) + outstanding.get(va, 0):
-                raise ModelMismatch("model bug: page 0x%x refcount %d != bias %d + %d fragments"
-                                    % (va, page.refcount, biases.get(va, 0), outstanding.get(va, 0)))
+            want = biases.get(va, 0) + outstanding.get(va, 0) + batched.get(va, 0)
+            if page.refcount != want:
+                raise ModelMismatch("model bug: page 0x%x refcount %d != bias %d + %d fragments "
+                                    "+ %d batched drops" % (va, page.refcount, biases.get(va, 0),
+                                                            outstanding.get(va, 0),
+                                                            batched.get(va, 0)))

@@ -72,7 +72,8 @@ def test_json_schema(report):
     _, data = report
     assert data["schema"] == bench.SCHEMA == "pyfrag-bench/1"
     assert set(data) == {"schema", "machine", "runs", "scale", "seconds", "allocators", "options",
-                         "skipped", "results", "targets"}
+                         "skipped", "results", "targets", "load_average"}
+    assert set(data["load_average"]) == {"start", "end"}
     assert data["runs"] == 1 and data["scale"] == 0.01
     assert data["allocators"]["glibc"] is None and data["allocators"]["pyfrag-api"] is None
     assert data["allocators"]["pyfrag"].endswith("libpyfrag.so")

@@ -30,7 +30,7 @@ def test_info_json_reflects_the_environment(lib):
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert report["version"] == pyfrag.__version__
-    assert report["library"] == {"path": pyfrag.library_path(), "version": "0.1.0", "abi": 1}
+    assert report["library"] == {"path": pyfrag.library_path(), "version": "0.1.0", "abi": 2}
     assert report["arena"]["size"] == 1 << 30 and report["arena"]["base"] > 0
     options = {opt["name"]: opt for opt in report["options"]}
     assert options["PYFRAG_LIMIT"]["value"] == 64 << 20

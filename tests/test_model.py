@@ -8,7 +8,8 @@ of random sizes and alignments, frees in any order by every route (owner
 cache with or without the size, interior pointers through pf_free, the
 worker thread, another cache), drains, cache re-creation, option changes
 (PYFRAG_RETAIN, PYFRAG_PCP_HIGH, PYFRAG_HUGEPAGES and PYFRAG_LIMIT down to
-"no new chunk", so refills fail and take reserve pages), trims, and misuse
+"no new chunk", so refills fail and take reserve pages), trims and the worker's
+pf_thread_flush (which apply a thread's batched frees), and misuse
 the library must refuse (bad sizes and alignments, double frees it can see).
 
 After every step: each cache's page, offset and bias (pf_cache_query) and
@@ -180,10 +181,10 @@ class PageFragMachine(RuleBasedStateMachine):
             self.model.free(addr, "atomic")
         elif route == "worker_pf_free":
             on_worker(self.lib.pf_free, addr + inner % frag.size)
-            self.model.free(addr, "atomic")
+            self.model.free(addr, "atomic", thread="worker")
         elif route == "worker_cache_free":
             on_worker(self.lib.pf_cache_free, owner, addr, frag.size)
-            self.model.free(addr, "atomic")
+            self.model.free(addr, "atomic", thread="worker")
         else:  # through another cache, on the owner thread: not that cache's page
             self.lib.pf_cache_free(other, addr, frag.size)
             self.model.free(addr, "local", (frag.cache + 1) % NCACHES, frag.size)
@@ -253,6 +254,12 @@ class PageFragMachine(RuleBasedStateMachine):
     @rule()
     def trim(self):
         self.lib.pf_trim()
+        self.model.flush("main")
+
+    @rule()
+    def worker_flush(self):
+        on_worker(self.lib.pf_thread_flush)
+        self.model.flush("worker")
 
     # ---- invariants ----------------------------------------------------------------------------
 

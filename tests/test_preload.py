@@ -124,6 +124,7 @@ def test_conformance_under_pyfrag(programs, check):
 @pytest.mark.parametrize("misuse, message", [
     ("double-free", "free(): double free detected"),
     ("double-free-medium", "free(): invalid pointer or double free"),
+    ("double-free-remote", "free(): double free detected"),
     ("bad-pointer", "free(): invalid pointer"),
 ])
 def test_misuse_aborts_with_a_message(programs, misuse, message):

@@ -7,8 +7,10 @@
  * - bench_X: plain malloc/free, linked against nothing but libc, so any
  *   allocator can be put under it with LD_PRELOAD (glibc, pyfrag, jemalloc...);
  * - bench_X_api: PF_BENCH_API defined and linked against libpyfrag.so: the
- *   same loop through pyfrag's direct C API (pf_alloc / pf_alloc_align, and
- *   pf_cache_free with the size on the owner thread, pf_free elsewhere).
+ *   same loop through pyfrag's direct C API on the thread's default cache,
+ *   with pyfrag.h's inline fast paths (pf_cache_alloc_inline /
+ *   pf_cache_alloc_align_inline, pf_cache_free_inline with the size on the
+ *   owner thread), and pf_free on other threads.
  *
  * Result lines (parsed by pyfrag/bench.py):
  *   result <workload> <case> ns_per_op <X> [<key> <value>]...
@@ -24,21 +26,25 @@
 #ifdef PF_BENCH_API
 #include "pyfrag.h"
 #define BENCH_FRONT "api"
+static __thread pf_cache_t *b_cache_;
+static inline pf_cache_t *b_cache(void)
+{
+	if (__builtin_expect(!b_cache_, 0))
+		b_cache_ = pf_thread_cache();
+	return b_cache_;
+}
 static inline void *b_alloc(size_t n)
 {
-	return pf_alloc(n);
+	return pf_cache_alloc_inline(b_cache(), n);
 }
 static inline void *b_alloc_align(size_t n, size_t align)
 {
-	return pf_alloc_align(n, align);
+	return pf_cache_alloc_align_inline(b_cache(), n, align);
 }
 /* Freed by the thread that allocated it: the cache takes the reference back. */
 static inline void b_free_local(void *p, size_t n)
 {
-	static __thread pf_cache_t *cache;
-	if (__builtin_expect(!cache, 0))
-		cache = pf_thread_cache();
-	pf_cache_free(cache, p, n);
+	pf_cache_free_inline(b_cache(), p, n);
 }
 static inline void b_free(void *p)
 {

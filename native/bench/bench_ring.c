@@ -9,8 +9,8 @@
  * yield at every full or empty ring makes the run a syscall benchmark.
  *
  * Cases (all by default, or a comma-separated list):
- *   12, 75, 2048, imix        malloc (pf_alloc) of that size
- *   12-a64 ... imix-a64       aligned to 64 bytes (aligned_alloc / pf_alloc_align)
+ *   12, 75, 2048, imix        malloc (pf_cache_alloc_inline) of that size
+ *   12-a64 ... imix-a64       aligned to 64 bytes (aligned_alloc / pf_cache_alloc_align_inline)
  *   floor                     the same ring with no allocation (a fixed pool
  *                             of 1024 IMIX buffers): the cost of the ring itself
  * Prints "result ring <case> ns_per_op X worst_ns_per_op Y" (one op = one buffer

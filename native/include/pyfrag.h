@@ -22,7 +22,7 @@ extern "C" {
 #endif
 
 #define PF_VERSION_STRING "0.1.0"
-#define PF_ABI_VERSION 1
+#define PF_ABI_VERSION 2 /* 2: pf_cache_fast_t, the inline fast paths */
 
 #define PF_PAGE_SIZE 4096u
 #define PF_FRAG_PAGE_SIZE 32768u          /* order-3 frag page: largest fragment */
@@ -75,13 +75,133 @@ PF_API int pf_cache_free(pf_cache_t *cache, void *frag, size_t fragsz);
 /* Give the current frag page back (its fragments keep it alive). */
 PF_API void pf_cache_drain(pf_cache_t *cache);
 
+/* ---- inline fast paths (PF_ABI_VERSION 2) ------------------------------ */
+
+/*
+ * The first bytes of every pf_cache_t, so that the common cases of
+ * pf_cache_alloc, pf_cache_alloc_align and pf_cache_free can be compiled
+ * into the caller (no call, no lookup of the thread's state). This layout is
+ * part of the ABI: the library checks it at build time and changes
+ * PF_ABI_VERSION if it ever changes; a program built against this header
+ * must load a library whose pf_abi_version() equals PF_ABI_VERSION.
+ * Read-only for programs: only the inline functions below write it, and
+ * only on the cache's owner thread. Everything the inline paths do not
+ * handle (no room in the current page, bad arguments, another thread, a
+ * fragment of an older page) goes to the exported function, so results,
+ * errors, page references and statistics are the same either way. Builds
+ * that want every call seen by the library (valgrind=1's memcheck
+ * requests) define PF_NO_INLINE, which makes the inline functions plain
+ * calls.
+ */
+typedef struct pf_cache_fast {
+	uintptr_t va;        /* current frag page, 0 if none */
+	uint32_t offset;     /* bytes handed out from it, counting up */
+	uint32_t size;       /* its size; 0 if none */
+	/* the page references the cache owns are PF_BIAS_FULL_ - (handed - returned) */
+	uint32_t handed;     /* fragments handed out since the page was (re)filled */
+	uint32_t returned;   /* of those, how many came back to the cache (owner frees) */
+	uint32_t reserved_;  /* the library's */
+	uintptr_t owner;     /* pf_thread_id() of the owner thread */
+	uint64_t allocs;     /* counters: written by the owner only, read relaxed by stats */
+	uint64_t bias_frees;
+} pf_cache_fast_t;
+
+#define PF_BIAS_FULL_ (PF_FRAG_PAGE_SIZE + 1u) /* bias after a refill: no fragment out */
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__aarch64__))
+#define PF_HAVE_THREAD_ID 1
+/* The calling thread's thread pointer: one instruction, unique among live threads. */
+static inline uintptr_t pf_thread_id(void)
+{
+	uintptr_t tp;
+#if defined(__x86_64__)
+	__asm__("mov %%fs:0, %0" : "=r"(tp));
+#else
+	__asm__("mrs %0, tpidr_el0" : "=r"(tp));
+#endif
+	return tp;
+}
+#endif
+
+#if defined(__GNUC__) && !defined(PF_NO_INLINE)
+#define PF_INLINE_ static inline __attribute__((always_inline))
+#define PF_EXPECT_(x) __builtin_expect(!!(x), 1)
+/* Owner-written counters that other threads read: a relaxed store, no read-modify-write. */
+#define PF_BUMP_(counter) \
+	__atomic_store_n(&(counter), __atomic_load_n(&(counter), __ATOMIC_RELAXED) + 1, __ATOMIC_RELAXED)
+
+PF_INLINE_ void *pf_cache_alloc_align_inline(pf_cache_t *cache, size_t fragsz, size_t align)
+{
+	pf_cache_fast_t *c = (pf_cache_fast_t *)cache;
+	if (PF_EXPECT_(c != NULL && fragsz - 1 < PF_FRAG_PAGE_SIZE && align - 1 < PF_FRAG_PAGE_SIZE &&
+		       (align & (align - 1)) == 0)) {
+		/* the address is aligned, not the offset (a 4 KiB page is only 4 KiB aligned) */
+		uintptr_t start = (c->va + c->offset + align - 1) & ~(uintptr_t)(align - 1);
+		uintptr_t end = start - c->va + fragsz;
+		if (PF_EXPECT_(end <= c->size)) {
+			c->offset = (uint32_t)end;
+			c->handed++;
+			PF_BUMP_(c->allocs);
+			return (void *)start;
+		}
+	}
+	return pf_cache_alloc_align(cache, fragsz, align);
+}
+
+PF_INLINE_ void *pf_cache_alloc_inline(pf_cache_t *cache, size_t fragsz)
+{
+	pf_cache_fast_t *c = (pf_cache_fast_t *)cache;
+	if (PF_EXPECT_(c != NULL)) {
+		uint32_t offset = c->offset;
+		/* 1 <= fragsz <= room left, in one compare */
+		if (PF_EXPECT_(fragsz - 1 < (size_t)(c->size - offset))) {
+			c->offset = offset + (uint32_t)fragsz;
+			c->handed++;
+			PF_BUMP_(c->allocs);
+			return (void *)(c->va + offset);
+		}
+	}
+	return pf_cache_alloc(cache, fragsz);
+}
+
+/* pf_cache_free; inline when the owner frees a fragment of the cache's current page. */
+PF_INLINE_ int pf_cache_free_inline(pf_cache_t *cache, void *frag, size_t fragsz)
+{
+#ifdef PF_HAVE_THREAD_ID
+	pf_cache_fast_t *c = (pf_cache_fast_t *)cache;
+	uintptr_t addr = (uintptr_t)frag;
+	/* inside what was handed out of the current page, a fragment out, on the owner thread */
+	if (PF_EXPECT_(c != NULL && addr - c->va < c->offset && c->handed != c->returned &&
+		       c->owner == pf_thread_id())) {
+		c->returned++;
+		/* the newest fragment gives its bytes back (fragsz 0 never matches: addr < the end) */
+		if (addr + fragsz == c->va + c->offset)
+			c->offset = (uint32_t)(addr - c->va);
+		PF_BUMP_(c->bias_frees);
+		return 0;
+	}
+#endif
+	return pf_cache_free(cache, frag, fragsz);
+}
+#undef PF_BUMP_
+#undef PF_EXPECT_
+#undef PF_INLINE_
+#else
+#define pf_cache_alloc_inline pf_cache_alloc
+#define pf_cache_alloc_align_inline pf_cache_alloc_align
+#define pf_cache_free_inline pf_cache_free
+#endif
+
 /* ---- the calling thread's default cache ------------------------------- */
 
 PF_API void *pf_alloc(size_t fragsz);
 PF_API void *pf_alloc_align(size_t fragsz, size_t align);
-/* The calling thread's default cache (made on first use), for queries. */
+/* The calling thread's default cache (made on first use): for queries, and for the inline
+ * fast paths (keep it in a thread-local variable; pf_alloc(n) is
+ * pf_cache_alloc_inline(pf_thread_cache(), n)). */
 PF_API pf_cache_t *pf_thread_cache(void);
-/* Drain the default cache and return the thread's page lists. Runs by itself at thread exit. */
+/* Apply the thread's batched frees, drain the default cache and return the thread's page
+ * lists. Runs by itself at thread exit. */
 PF_API void pf_thread_flush(void);
 
 /* ---- freeing ---------------------------------------------------------- */
@@ -94,12 +214,19 @@ PF_API void pf_thread_flush(void);
  * reference and cannot be detected (it is when the page is already free).
  * The first free on a thread gives that thread its pyfrag state (a default
  * cache and page lists), which the stats count under caches and threads.
+ * A thread batches the references it drops on one page while others remain
+ * (a consumer freeing a producer's buffers pays one atomic operation per
+ * page, not per fragment): a page's refcount (pf_page_query) can include a
+ * thread's frees until that thread frees on another page, frees what may be
+ * the page's last reference, calls pf_thread_flush() or pf_trim(), or exits.
+ * No page outlives its last fragment because of a batch.
  */
 PF_API int pf_free(void *addr);
 
 /* ---- memory ----------------------------------------------------------- */
 
-/* Flush the caller's page lists; return empty chunks beyond PYFRAG_RETAIN to the OS.
+/* Apply the caller's batched frees and flush its page lists; return empty chunks beyond
+ * PYFRAG_RETAIN to the OS.
  * Returns the chunks released while it ran (by any thread). */
 PF_API size_t pf_trim(void);
 

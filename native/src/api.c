@@ -19,6 +19,24 @@ static PF_TLS int last_errno;
 
 static struct pf_pool cache_pool = { .object_size = sizeof(struct pf_cache) };
 
+/* The layout pyfrag.h's inline fast paths rely on (PF_ABI_VERSION). */
+#define PF_SAME_FIELD_(f)                                                                  \
+	_Static_assert(offsetof(struct pf_cache, f) == offsetof(pf_cache_fast_t, f) &&      \
+			       sizeof(((struct pf_cache *)0)->f) == sizeof(((pf_cache_fast_t *)0)->f), \
+		       "pf_cache_fast_t." #f " matches struct pf_cache")
+PF_SAME_FIELD_(va);
+PF_SAME_FIELD_(offset);
+PF_SAME_FIELD_(size);
+PF_SAME_FIELD_(handed);
+PF_SAME_FIELD_(returned);
+PF_SAME_FIELD_(owner);
+PF_SAME_FIELD_(allocs);
+PF_SAME_FIELD_(bias_frees);
+_Static_assert(offsetof(struct pf_cache, pfmemalloc) >= offsetof(pf_cache_fast_t, reserved_) &&
+		       offsetof(struct pf_cache, pfmemalloc) < offsetof(pf_cache_fast_t, owner),
+	       "pfmemalloc lives in pf_cache_fast_t.reserved_");
+_Static_assert(PF_BIAS_FULL_ == PF_BIAS_FULL, "full bias");
+
 void *pf__fail(int err, const char *message)
 {
 	last_errno = err;
@@ -210,7 +228,7 @@ static void count_free(struct pf_thread *t)
  */
 static bool bogus_local_free(const struct pf_cache *cache, const void *addr)
 {
-	return (uintptr_t)addr >= cache->va + cache->offset || cache->bias >= PF_BIAS_FULL;
+	return (uintptr_t)addr >= cache->va + cache->offset || pf__bias_full(cache);
 }
 
 static int refuse_local_free(void)
@@ -222,7 +240,7 @@ static int refuse_local_free(void)
 
 static int free_page_ref(struct pf_thread *t, struct pf_page *head)
 {
-	if (pf__frag_put(head) != 0)
+	if ((t ? pf__frag_put_batched(&t->put, head) : pf__frag_put(head)) != 0)
 		return -1;
 	count_free(t);
 	return 0;
@@ -230,6 +248,12 @@ static int free_page_ref(struct pf_thread *t, struct pf_page *head)
 
 static int free_any(void *addr)
 {
+	/* inside the page this thread batches frees for: in use (the batch holds it), no cache's */
+	struct pf_thread *self = pf__self;
+	struct pf_page *batched = self ? self->put.page : NULL;
+	if (batched && (uintptr_t)addr - (uintptr_t)pf__page_address(batched) <
+			       (PF_PAGE_SIZE << batched->order))
+		return free_page_ref(self, batched);
 	if (!addr)
 		return 0;
 	struct pf_page *head = pf__head_page(addr);
@@ -239,10 +263,8 @@ static int free_any(void *addr)
 	struct pf_thread *t = pf__thread();
 	if (t && t->cache.page == head && PF_UNLIKELY(bogus_local_free(&t->cache, addr)))
 		return refuse_local_free();
-	if (t && pf__frag_free_local(&t->cache, head, addr, 0)) {
-		count_free(t);
+	if (t && pf__frag_free_local(&t->cache, head, addr, 0))
 		return 0;
-	}
 	return free_page_ref(t, head);
 }
 
@@ -267,47 +289,26 @@ static __attribute__((noinline)) int cache_free_slow(pf_cache_t *cache, void *fr
 	if (PF_UNLIKELY(!head))
 		return foreign_free(frag);
 	struct pf_thread *t = pf__thread();
-	if (cache->page == head && pthread_equal(cache->owner, pthread_self()) &&
+	if (cache->page == head && cache->owner == pf_thread_id() &&
 	    PF_UNLIKELY(bogus_local_free(cache, frag)))
 		return refuse_local_free();
-	if (pthread_equal(cache->owner, pthread_self()) &&
-	    pf__frag_free_local(cache, head, frag, fragsz)) {
-		count_free(t);
+	if (cache->owner == pf_thread_id() && pf__frag_free_local(cache, head, frag, fragsz))
 		return 0;
-	}
 	return free_page_ref(t, head);
 }
 
-/* The owner freeing into the cache's current page: no metadata, no atomic operation. */
-static inline int free_owned(struct pf_thread *self, pf_cache_t *cache, void *frag, size_t fragsz)
-{
-	pf__frag_free_local(cache, cache->page, frag, fragsz);
-	pf__local_inc(&self->frees);
-	return 0;
-}
-
-/* An explicit cache: ask pthread whether the caller owns it (a call, so apart from the fast path). */
-static __attribute__((noinline)) int cache_free_explicit(struct pf_thread *self, pf_cache_t *cache,
-							  void *frag, size_t fragsz)
-{
-	if (pthread_equal(cache->owner, pthread_self()))
-		return free_owned(self, cache, frag, fragsz);
-	return cache_free_slow(cache, frag, fragsz);
-}
-
 /*
- * The common case first: a fragment of the cache's current page, which it
- * cannot be unless the page is live (a NULL or empty cache fails the range
- * check and the slow path says why). A thread's default cache is its own.
+ * The common case first (pyfrag.h's pf_cache_free_inline does the same): the
+ * owner freeing a fragment of the cache's current page, no metadata, no
+ * atomic operation. A NULL or empty cache fails the range check and the slow
+ * path says why.
  */
 static inline int cache_free(pf_cache_t *cache, void *frag, size_t fragsz)
 {
-	struct pf_thread *self = pf__self;
-	if (PF_LIKELY(cache != NULL && self != NULL) && (uintptr_t)frag - cache->va < cache->size &&
-	    PF_LIKELY(!bogus_local_free(cache, frag))) {
-		if (PF_LIKELY(cache == &self->cache))
-			return free_owned(self, cache, frag, fragsz);
-		return cache_free_explicit(self, cache, frag, fragsz);
+	if (PF_LIKELY(cache != NULL) && (uintptr_t)frag - cache->va < cache->size &&
+	    PF_LIKELY(!bogus_local_free(cache, frag)) && PF_LIKELY(cache->owner == pf_thread_id())) {
+		pf__frag_free_local(cache, cache->page, frag, fragsz);
+		return 0;
 	}
 	return cache_free_slow(cache, frag, fragsz);
 }
@@ -327,8 +328,10 @@ size_t pf_trim(void)
 	/* the flush may already release chunks: count them all by the counter */
 	uint64_t before = atomic_load_explicit(&pf__counters[PF_CTR_CHUNK_RELEASES], memory_order_relaxed);
 	struct pf_thread *t = pf__self;
-	if (t)
+	if (t) {
+		pf__frag_put_flush(&t->put);
 		pf__pcp_flush(&t->pcp);
+	}
 	pf__release_empty_chunks();
 	return (size_t)(atomic_load_explicit(&pf__counters[PF_CTR_CHUNK_RELEASES], memory_order_relaxed) -
 			before);
@@ -374,7 +377,7 @@ int pf_cache_query(const pf_cache_t *cache, pf_cache_info_t *out)
 	out->page = cache->va;
 	out->page_size = cache->size;
 	out->offset = cache->offset;
-	out->bias = cache->bias;
+	out->bias = pf__bias(cache);
 	out->pfmemalloc = cache->pfmemalloc;
 	return 0;
 }

@@ -186,7 +186,7 @@ struct pf_page {
 	uint8_t order;
 	_Atomic uint8_t state; /* enum pf_page_state; pf__state() */
 	uint8_t flags; /* PF_PF_* */
-	uint8_t unused;
+	_Atomic uint8_t held; /* a frag page some cache still holds a bias on (page_frag.c) */
 };
 _Static_assert(sizeof(struct pf_page) == 16, "page metadata stays 16 bytes");
 
@@ -373,21 +373,36 @@ PF_INTERNAL uint64_t pf__pcp_pages(const struct pf_pcp *pcp);
 struct pf_shared_header;
 
 struct pf_cache {
-	/* hot: the alloc fast path reads and writes only these */
+	/* hot, and up to bias_frees the public pf_cache_fast_t (pyfrag.h, checked in api.c) */
 	uintptr_t va;      /* frag page address, 0 if none */
 	uint32_t offset;   /* bytes used, counting up */
 	uint32_t size;     /* frag page size; 0 if none, so every request misses */
-	uint32_t bias;     /* page references this cache still owns */
+	/*
+	 * The kernel's pagecnt_bias, in two halves (pf__bias()): fragments handed
+	 * out since the page was (re)filled, and those given back to the bias.
+	 * Alloc writes only handed and a bias free only returned, so an alloc+free
+	 * pair is two independent chains through memory, not one that goes
+	 * through the same field twice.
+	 */
+	uint32_t handed;
+	uint32_t returned;
 	bool pfmemalloc;   /* page came from the reserve: never recycled */
-	struct pf_page *page;
-	struct pf_shared_header *shared; /* a shared arena's cache (in its mapping); NULL: private */
+	uintptr_t owner;   /* pf_thread_id() of the owner thread */
 	pf_local_counter allocs;
 	pf_local_counter bias_frees;
-	pthread_t owner;
+	struct pf_page *page;
+	struct pf_shared_header *shared; /* a shared arena's cache (in its mapping); NULL: private */
 	/* bookkeeping */
 	struct pf_cache *next_live; /* registry of live caches, under pf__meta_lock */
 	struct pf_cache *prev_live;
 };
+
+#ifndef PF_HAVE_THREAD_ID
+static inline uintptr_t pf_thread_id(void)
+{
+	return (uintptr_t)pthread_self();
+}
+#endif
 
 PF_INTERNAL void pf__frag_cache_init(struct pf_cache *cache);
 /* The cache holds no page any more (its references were given back or moved). */
@@ -397,14 +412,62 @@ static inline void pf__frag_forget_page(struct pf_cache *cache)
 	cache->va = 0;
 	cache->size = 0;
 	cache->offset = 0;
-	cache->bias = 0;
+	cache->handed = 0;
+	cache->returned = 0;
 	cache->pfmemalloc = false;
+}
+
+/* Page references the cache still owns (0 without a page). Wraps safely: handed - returned is small. */
+static inline uint32_t pf__bias(const struct pf_cache *cache)
+{
+	return cache->page ? PF_BIAS_FULL - (cache->handed - cache->returned) : 0;
+}
+/* The cache owns all MAX + 1 references again (a refill, a reuse in place). */
+static inline void pf__bias_set_full(struct pf_cache *cache)
+{
+	cache->handed = 0;
+	cache->returned = 0;
+}
+/* No fragment of the current page out (the bias is full). */
+static inline bool pf__bias_full(const struct pf_cache *cache)
+{
+	return cache->handed == cache->returned;
 }
 /* The part of alloc that runs when the current page cannot hold the request. */
 PF_INTERNAL void *pf__frag_alloc_slow(struct pf_cache *cache, uint32_t fragsz, uint32_t align);
 PF_INTERNAL void pf__frag_drain(struct pf_cache *cache);
 /* Drop one fragment's reference to its page, from any thread. 0, or -1/EINVAL on underflow. */
 PF_INTERNAL int pf__frag_put(struct pf_page *head);
+
+/*
+ * A thread's frees of one page's fragments not yet taken off its refcount
+ * (pf__frag_put_batched). Only for a page no cache holds any more (a batch
+ * on a held page would stop its cache from reusing it in place), and never
+ * its last reference: that free applies the batch and itself at once, so no
+ * page outlives its fragments because of a batch.
+ */
+struct pf_put_batch {
+	struct pf_page *page;
+	int32_t count;
+};
+PF_INTERNAL int pf__frag_put_batch_slow(struct pf_put_batch *batch, struct pf_page *head);
+/* Apply the batch to its page's refcount (and free the page if those were the last references). */
+PF_INTERNAL void pf__frag_put_flush(struct pf_put_batch *batch);
+
+/*
+ * pf__frag_put, for a thread that frees runs of one page's fragments (a
+ * consumer of another thread's buffers): while other references are sure to
+ * remain, count the free here instead of an atomic operation on the page.
+ */
+static inline int pf__frag_put_batched(struct pf_put_batch *batch, struct pf_page *head)
+{
+	if (PF_LIKELY(head == batch->page) &&
+	    batch->count + 1 < atomic_load_explicit(&head->refcount, memory_order_relaxed)) {
+		batch->count++;
+		return 0;
+	}
+	return pf__frag_put_batch_slow(batch, head);
+}
 
 /*
  * On the cache's owner thread: if the cache still holds the fragment's page,
@@ -416,7 +479,7 @@ static inline bool pf__frag_free_local(struct pf_cache *cache, struct pf_page *h
 {
 	if (cache->page != head)
 		return false;
-	cache->bias++;
+	cache->returned++;
 	if (size && (uintptr_t)addr + size == cache->va + cache->offset)
 		cache->offset = (uint32_t)((uintptr_t)addr - cache->va);
 	pf__local_inc(&cache->bias_frees);
@@ -440,7 +503,7 @@ static inline void *pf__frag_alloc(struct pf_cache *cache, size_t fragsz, size_t
 	if (PF_UNLIKELY(offset + fragsz > cache->size))
 		return pf__frag_alloc_slow(cache, (uint32_t)fragsz, (uint32_t)align);
 	cache->offset = offset + (uint32_t)fragsz;
-	cache->bias--;
+	cache->handed++;
 	pf__local_inc(&cache->allocs);
 	return (void *)(cache->va + offset);
 }
@@ -475,7 +538,8 @@ struct pf_thread {
 	/* this thread's cache in each attached shared arena, valid while the generation matches */
 	struct pf_cache *shared_cache[PF_SHARED_LOCAL_MAX];
 	uint32_t shared_gen[PF_SHARED_LOCAL_MAX];
-	pf_local_counter frees;
+	struct pf_put_batch put; /* frees of other threads' fragments, batched */
+	pf_local_counter frees; /* frees that dropped a page reference (bias frees: the cache counts) */
 	pf_local_counter malloc_small;  /* malloc front, page_frag route */
 	pf_local_counter malloc_medium; /* malloc front, page runs */
 	struct pf_thread *next_live; /* registry, under pf__meta_lock */
@@ -519,6 +583,8 @@ PF_INTERNAL void *pf__aligned_alloc(size_t align, size_t size);
 PF_INTERNAL void *pf__valloc(size_t size);
 PF_INTERNAL void *pf__pvalloc(size_t size);
 PF_INTERNAL size_t pf__malloc_usable_size(void *ptr);
+/* options.c, after the options were loaded or one was set: malloc's cached limits follow. */
+PF_INTERNAL void pf__malloc_options_changed(void);
 
 /* ---- stats.c: text without stdio or malloc ------------------------------------- */
 

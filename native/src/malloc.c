@@ -35,6 +35,7 @@
 #define PF_HDR 16u
 #define PF_SMALL_MAX (PF_FRAG_PAGE_SIZE - PF_HDR) /* frag_max is clamped to this */
 #define PF_MAGIC_LIVE 0x6d66704bu                 /* "Kpfm" */
+#define PF_MAGIC_LIVE_CHECKED 0x6d66434bu         /* "KCfm": live, made in check mode */
 #define PF_MAGIC_FREED 0x6672656bu
 #define PF_CANARY_KEY 0x9e3779b9u
 #define PF_TAIL_BYTE 0xa5u
@@ -46,7 +47,7 @@ struct pf_mhdr {
 	uint16_t lead;   /* fragment start to user pointer: 16, or the alignment */
 	uint16_t slack;  /* usable bytes past the request (check mode: tail canary) */
 	uint32_t canary; /* keyed by address; verified in check mode */
-	uint32_t magic;  /* PF_MAGIC_LIVE or PF_MAGIC_FREED, right before the user's bytes */
+	uint32_t magic;  /* live_magic() or PF_MAGIC_FREED, right before the user's bytes */
 };
 _Static_assert(sizeof(struct pf_mhdr) == PF_HDR, "malloc header is 16 bytes");
 _Static_assert(PF_SMALL_MAX <= UINT16_MAX, "slack and lead fit 16 bits");
@@ -88,9 +89,31 @@ static inline size_t small_max(void)
 	return fm < 0 ? 0 : (size_t)fm < PF_SMALL_MAX ? (size_t)fm : PF_SMALL_MAX;
 }
 
+/*
+ * Requests below this take pf__malloc's fast path: PYFRAG_FRAG_MAX (clamped)
+ * plus one, or 0 in check mode. One load instead of two options and a clamp
+ * per call; options.c calls pf__malloc_options_changed after every change.
+ */
+static _Atomic size_t fast_below;
+
+void pf__malloc_options_changed(void)
+{
+	atomic_store_explicit(&fast_below, check_mode() ? 0 : small_max() + 1, memory_order_relaxed);
+}
+
 static inline size_t round16(size_t n)
 {
 	return (n + 15) & ~(size_t)15;
+}
+
+/*
+ * Blocks made in check mode carry their own live magic, so the free fast
+ * path (which compares against PF_MAGIC_LIVE) sends them to the full checks
+ * without reading the option.
+ */
+static inline uint32_t live_magic(void)
+{
+	return check_mode() ? PF_MAGIC_LIVE_CHECKED : PF_MAGIC_LIVE;
 }
 
 static inline void write_header(struct pf_mhdr *h, uint32_t size, uint32_t lead, uint32_t slack)
@@ -99,7 +122,7 @@ static inline void write_header(struct pf_mhdr *h, uint32_t size, uint32_t lead,
 	h->lead = (uint16_t)lead;
 	h->slack = (uint16_t)slack;
 	h->canary = canary_of(h);
-	h->magic = PF_MAGIC_LIVE;
+	h->magic = live_magic();
 }
 
 static inline size_t small_usable(const struct pf_mhdr *h)
@@ -131,25 +154,41 @@ static void verify_checked(const char *call, void *ptr, const struct pf_mhdr *h)
 }
 
 /*
- * The header of a small block, validated: aborts on a pointer that is not a
- * live block's start. page is the head of the frag page holding ptr.
+ * The header of a small block whose magic says live: aborts on a pointer
+ * that is not a live block's start (a double free among them). page is the
+ * head of the frag page holding ptr. Its size and lead are not looked at.
  */
-static inline struct pf_mhdr *small_header(const char *call, void *ptr, struct pf_page *page)
+static inline struct pf_mhdr *live_header(const char *call, void *ptr, struct pf_page *page)
 {
 	uintptr_t offset = (uintptr_t)ptr - (uintptr_t)pf__page_address(page);
 	if (PF_UNLIKELY(((uintptr_t)ptr & (PF_MIN_ALIGN - 1)) || offset < PF_HDR))
 		die(call, "invalid pointer", ptr);
 	struct pf_mhdr *h = header_of(ptr);
-	if (PF_UNLIKELY(h->magic != PF_MAGIC_LIVE)) {
+	if (PF_UNLIKELY(h->magic != live_magic())) {
 		if (h->magic == PF_MAGIC_FREED)
 			die(call, "double free detected", ptr);
 		die(call, "invalid pointer or corrupted header (a buffer before it overflowed?)", ptr);
 	}
+	return h;
+}
+
+/* Size and lead make sense (and in check mode the canaries hold): aborts if not. */
+static inline void check_header(const char *call, void *ptr, struct pf_page *page,
+				const struct pf_mhdr *h)
+{
+	uintptr_t offset = (uintptr_t)ptr - (uintptr_t)pf__page_address(page);
 	if (PF_UNLIKELY(h->lead < PF_HDR || h->lead > offset || h->size <= h->lead ||
 			h->size > PF_FRAG_PAGE_SIZE))
 		die(call, "corrupted header", ptr);
 	if (check_mode())
 		verify_checked(call, ptr, h);
+}
+
+/* The header of a small block, fully validated (the block's size is about to be used). */
+static inline struct pf_mhdr *small_header(const char *call, void *ptr, struct pf_page *page)
+{
+	struct pf_mhdr *h = live_header(call, ptr, page);
+	check_header(call, ptr, page, h);
 	return h;
 }
 
@@ -160,21 +199,31 @@ static inline void count_small(struct pf_thread *t)
 	pf__local_inc(&t->malloc_small);
 }
 
-/* The fast path: a 16-aligned fragment in the current page, or NULL. */
-static inline void *small_fast(struct pf_thread *t, size_t size)
+/*
+ * The fast path: a fragment of the current page whose user pointer, lead
+ * bytes in, is aligned to lead (16, or memalign's alignment below 4 KiB:
+ * the page is at least 4 KiB aligned, so aligning the offset aligns the
+ * address); the same layout as small_alloc's. NULL if it does not fit.
+ */
+static inline void *small_fast(struct pf_thread *t, size_t size, uint32_t lead)
 {
 	struct pf_cache *c = &t->cache;
 	/* at least one byte: a zero-size block must not end where the next page starts */
-	uint32_t total = (uint32_t)round16((size ? size : 1) + PF_HDR);
-	uint32_t offset = (c->offset + 15u) & ~15u;
+	uint32_t used = (uint32_t)round16(size ? size : 1);
+	uint32_t total = lead + used;
+	uint32_t offset = (c->offset + lead - 1) & ~(lead - 1);
 	if (PF_UNLIKELY(offset + total > c->size))
 		return NULL;
 	c->offset = offset + total;
-	c->bias--;
+	c->handed++;
 	pf__local_inc(&c->allocs);
 	count_small(t);
-	struct pf_mhdr *h = (struct pf_mhdr *)(c->va + offset);
-	write_header(h, total, PF_HDR, total - PF_HDR - (uint32_t)size);
+	struct pf_mhdr *h = (struct pf_mhdr *)(c->va + offset + lead) - 1;
+	/* no canary: only check mode reads it, and check mode never comes here */
+	h->size = total;
+	h->lead = (uint16_t)lead;
+	h->slack = (uint16_t)(used - size);
+	h->magic = PF_MAGIC_LIVE;
 	return h + 1;
 }
 
@@ -196,7 +245,8 @@ static void move_page(struct pf_cache *to, struct pf_cache *from)
 	to->va = from->va;
 	to->offset = from->offset;
 	to->size = from->size;
-	to->bias = from->bias;
+	to->handed = from->handed;
+	to->returned = from->returned;
 	to->pfmemalloc = from->pfmemalloc;
 	pf__frag_forget_page(from);
 }
@@ -214,11 +264,11 @@ static void rotate(struct pf_thread *t, uint32_t fragsz, uint32_t align)
 	if (!cur->page || fits(cur, fragsz, align))
 		return;
 	if (spare->page && !spare->pfmemalloc && fragsz <= spare->size &&
-	    atomic_load_explicit(&spare->page->refcount, memory_order_acquire) == (int32_t)spare->bias) {
+	    atomic_load_explicit(&spare->page->refcount, memory_order_acquire) == (int32_t)pf__bias(spare)) {
 		struct pf_cache used_up;
 		/* every fragment is back (refcount == bias): nobody else holds a reference */
 		atomic_store_explicit(&spare->page->refcount, PF_BIAS_FULL, memory_order_relaxed);
-		spare->bias = PF_BIAS_FULL;
+		pf__bias_set_full(spare);
 		spare->offset = 0;
 		pf__count(PF_CTR_RECYCLES, 1);
 		move_page(&used_up, cur);
@@ -239,12 +289,11 @@ static void rotate(struct pf_thread *t, uint32_t fragsz, uint32_t align)
  */
 static inline bool free_local(struct pf_thread *t, struct pf_cache *c, uintptr_t frag, uint32_t size)
 {
-	if (++c->bias == PF_BIAS_FULL)
+	if (++c->returned == c->handed)
 		c->offset = 0;
 	else if (frag + size == c->va + c->offset)
 		c->offset = (uint32_t)(frag - c->va);
-	pf__local_inc(&t->cache.bias_frees);
-	pf__local_inc(&t->frees);
+	pf__local_inc(&t->cache.bias_frees); /* stats count it in frees too */
 	return true;
 }
 
@@ -277,25 +326,32 @@ static inline void count_free(struct pf_thread *t)
 		pf__count(PF_CTR_RETIRED_FREES, 1);
 }
 
-static inline void small_free(const char *call, void *ptr, struct pf_page *page)
+/*
+ * A free of a block the fast path did not take: one of this thread's pages
+ * in check mode or with a header it doubted, or another thread's page. The
+ * latter only drops a page reference and never uses the header's size or
+ * lead, so (outside check mode) only its magic is checked: a double free or
+ * a pointer that is not a block's start still aborts; a header whose magic
+ * survived but whose size did not is caught where the size is used.
+ */
+static inline void small_free(const char *call, void *ptr, struct pf_page *page,
+			      struct pf_thread *t)
 {
-	struct pf_mhdr *h = small_header(call, ptr, page);
+	struct pf_mhdr *h = live_header(call, ptr, page);
+	bool own = t && (t->cache.page == page || t->spare.page == page);
+	if (own || check_mode())
+		check_header(call, ptr, page, h);
 	if (check_mode())
 		memset(ptr, PF_POISON_BYTE, small_usable(h));
 	h->magic = PF_MAGIC_FREED;
-	uintptr_t frag = (uintptr_t)ptr - h->lead;
-	struct pf_thread *t = pf__self;
-	if (PF_LIKELY(t != NULL)) {
-		if (t->cache.page == page) {
-			free_local(t, &t->cache, frag, h->size);
-			return;
-		}
-		if (t->spare.page == page) {
-			free_local(t, &t->spare, frag, h->size);
-			return;
-		}
+	if (own) {
+		free_local(t, t->cache.page == page ? &t->cache : &t->spare, (uintptr_t)ptr - h->lead,
+			   h->size);
+		return;
 	}
-	if (PF_UNLIKELY(pf__frag_put(page) != 0))
+	if (!t) /* a consumer thread that never allocated: state for its batch */
+		t = pf__thread();
+	if (PF_UNLIKELY((t ? pf__frag_put_batched(&t->put, page) : pf__frag_put(page)) != 0))
 		die(call, "page reference count underflow (double free?)", ptr);
 	count_free(t);
 }
@@ -469,8 +525,9 @@ static void *alloc_slow(size_t size, size_t align, bool *fresh)
 void *pf__malloc(size_t size)
 {
 	struct pf_thread *t = pf__self;
-	if (PF_LIKELY(t != NULL) && PF_LIKELY(size <= small_max()) && !check_mode()) {
-		void *ptr = small_fast(t, size);
+	if (PF_LIKELY(t != NULL) &&
+	    PF_LIKELY(size < atomic_load_explicit(&fast_below, memory_order_relaxed))) {
+		void *ptr = small_fast(t, size, PF_HDR);
 		if (PF_LIKELY(ptr != NULL))
 			return ptr;
 	}
@@ -485,9 +542,10 @@ void *pf__malloc(size_t size)
 static inline bool free_in_page(struct pf_thread *t, struct pf_cache *c, void *ptr)
 {
 	uintptr_t offset = (uintptr_t)ptr - c->va;
-	if (offset >= c->size || offset < PF_HDR || check_mode())
+	if (offset >= c->size || offset < PF_HDR)
 		return false;
 	struct pf_mhdr *h = header_of(ptr);
+	/* check mode's blocks fail the magic test too: they get the full checks */
 	if (PF_UNLIKELY(h->magic != PF_MAGIC_LIVE || h->lead > offset || ((uintptr_t)ptr & 15)))
 		return false; /* the full checks say what is wrong */
 	h->magic = PF_MAGIC_FREED;
@@ -495,8 +553,22 @@ static inline bool free_in_page(struct pf_thread *t, struct pf_cache *c, void *p
 }
 
 /* Every free but one into the calling thread's own frag pages (kept apart: no register saves there). */
-static __attribute__((noinline)) void free_slow(void *ptr)
+static __attribute__((noinline)) void free_slow(struct pf_thread *t, void *ptr)
 {
+	/*
+	 * Inside the page this thread batches frees for (a consumer freeing a
+	 * producer's blocks): a frag page known to be in use (the batch holds
+	 * references to it) and no cache's, so no page metadata to look up.
+	 */
+	struct pf_page *batched = t ? t->put.page : NULL;
+	if (batched && (uintptr_t)ptr - (uintptr_t)pf__page_address(batched) <
+			       (PF_PAGE_SIZE << batched->order) && !check_mode()) {
+		live_header("free", ptr, batched)->magic = PF_MAGIC_FREED;
+		if (PF_UNLIKELY(pf__frag_put_batched(&t->put, batched) != 0))
+			die("free", "page reference count underflow (double free?)", ptr);
+		pf__local_inc(&t->frees);
+		return;
+	}
 	if (PF_UNLIKELY(!pf__in_arena(ptr))) {
 		if (ptr)
 			foreign_free();
@@ -506,7 +578,7 @@ static __attribute__((noinline)) void free_slow(void *ptr)
 	if (PF_UNLIKELY(is_run(page)))
 		run_free("free", ptr, page);
 	else
-		small_free("free", ptr, page);
+		small_free("free", ptr, page, t);
 }
 
 void pf__free(void *ptr)
@@ -514,7 +586,7 @@ void pf__free(void *ptr)
 	struct pf_thread *t = pf__self;
 	if (PF_LIKELY(t != NULL) && (free_in_page(t, &t->cache, ptr) || free_in_page(t, &t->spare, ptr)))
 		return;
-	free_slow(ptr);
+	free_slow(t, ptr);
 }
 
 void *pf__calloc(size_t n, size_t size)
@@ -641,6 +713,19 @@ static bool power_of_two(size_t x)
 	return x != 0 && (x & (x - 1)) == 0;
 }
 
+/* An alignment above 16 (a power of two): the fast path when it fits the current page. */
+static void *aligned_small_first(size_t size, size_t align)
+{
+	struct pf_thread *t = pf__self;
+	size_t below = atomic_load_explicit(&fast_below, memory_order_relaxed);
+	if (PF_LIKELY(t != NULL) && align < PF_PAGE_SIZE && size < below && size + align < below) {
+		void *ptr = small_fast(t, size, (uint32_t)align);
+		if (PF_LIKELY(ptr != NULL))
+			return ptr;
+	}
+	return alloc_slow(size, align, NULL);
+}
+
 /* glibc's memalign: small alignments are malloc's, others round up to a power of two. */
 void *pf__memalign(size_t align, size_t size)
 {
@@ -652,7 +737,7 @@ void *pf__memalign(size_t align, size_t size)
 	}
 	if (!power_of_two(align))
 		align = (size_t)1 << (64 - __builtin_clzll((unsigned long long)align));
-	return alloc_slow(size, align, NULL);
+	return aligned_small_first(size, align);
 }
 
 void *pf__aligned_alloc(size_t align, size_t size)
@@ -665,7 +750,7 @@ int pf__posix_memalign(void **out, size_t align, size_t size)
 	if (align % sizeof(void *) != 0 || !power_of_two(align))
 		return EINVAL;
 	int saved = errno;
-	void *ptr = align <= PF_MIN_ALIGN ? pf__malloc(size) : alloc_slow(size, align, NULL);
+	void *ptr = align <= PF_MIN_ALIGN ? pf__malloc(size) : aligned_small_first(size, align);
 	errno = saved;
 	if (!ptr)
 		return ENOMEM;

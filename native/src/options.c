@@ -127,6 +127,7 @@ static void load(void)
 			parse_value(&rows[i], rows[i].def, &value);
 		atomic_store_explicit(rows[i].value, value, memory_order_relaxed);
 	}
+	pf__malloc_options_changed();
 }
 
 void pf__options_load(void)
@@ -162,6 +163,7 @@ int pf_option_set(const char *name, const char *value)
 		return -1;
 	}
 	atomic_store_explicit(row->value, parsed, memory_order_relaxed);
+	pf__malloc_options_changed();
 	if (row->value == &pf__options.retain && atomic_load(&pf__ready) == 1)
 		pf__release_empty_chunks();
 	return 0;

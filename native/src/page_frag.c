@@ -32,11 +32,17 @@ void pf__frag_cache_init(struct pf_cache *cache)
 	cache->va = 0;
 	cache->offset = 0;
 	cache->size = 0;
-	cache->bias = 0;
+	cache->handed = 0;
+	cache->returned = 0;
 	cache->pfmemalloc = false;
 	cache->page = NULL;
 	cache->shared = NULL;
-	cache->owner = pthread_self();
+	cache->owner = pf_thread_id();
+}
+
+static void set_held(struct pf_page *page, bool held)
+{
+	atomic_store_explicit(&page->held, held, memory_order_relaxed);
 }
 
 static void frag_count(const struct pf_cache *cache, enum pf_counter c)
@@ -66,7 +72,8 @@ static void release_block(struct pf_page *head)
 /* Give back every reference the cache owns; true if that was the last one. */
 static bool release_bias(struct pf_cache *cache)
 {
-	int32_t bias = (int32_t)cache->bias;
+	int32_t bias = (int32_t)pf__bias(cache);
+	set_held(cache->page, false); /* frees may batch from now on */
 	return atomic_fetch_sub_explicit(&cache->page->refcount, bias, memory_order_acq_rel) == bias;
 }
 
@@ -102,12 +109,13 @@ static bool refill(struct pf_cache *cache, uint32_t need)
 	}
 	/* The allocator's reference plus MAX more: an add, as others may hold one. */
 	atomic_fetch_add_explicit(&page->refcount, PF_FRAG_PAGE_SIZE, memory_order_relaxed);
+	set_held(page, true);
 	cache->page = page;
 	cache->va = cache->shared ? pf__shared_page_address(cache->shared, page)
 				  : (uintptr_t)pf__page_address(page);
 	cache->size = PF_PAGE_SIZE << page->order;
 	cache->offset = 0;
-	cache->bias = PF_BIAS_FULL;
+	pf__bias_set_full(cache);
 	cache->pfmemalloc = (page->flags & PF_PF_RESERVE) != 0;
 	frag_count(cache, PF_CTR_REFILLS);
 	if (cache->pfmemalloc)
@@ -130,7 +138,8 @@ static bool recycle_in_place(struct pf_cache *cache, uint32_t need)
 	}
 	/* Nobody else holds a reference now: a store is safe. */
 	atomic_store_explicit(&cache->page->refcount, PF_BIAS_FULL, memory_order_relaxed);
-	cache->bias = PF_BIAS_FULL;
+	set_held(cache->page, true);
+	pf__bias_set_full(cache);
 	cache->offset = 0;
 	frag_count(cache, PF_CTR_RECYCLES);
 	return true;
@@ -154,7 +163,7 @@ static void *alloc_slow(struct pf_cache *cache, uint32_t fragsz, uint32_t align)
 	}
 	uint32_t offset = (cache->offset + align - 1) & ~(align - 1);
 	cache->offset = offset + fragsz;
-	cache->bias--;
+	cache->handed++;
 	pf__local_inc(&cache->allocs);
 	return (void *)(cache->va + offset);
 }
@@ -197,4 +206,50 @@ int pf__frag_put(struct pf_page *head)
 		pf__count(PF_CTR_INVALID_FREES, 1);
 	pf__fail(EINVAL, "page reference count would go below zero (double free?)");
 	return -1;
+}
+
+/* Apply the batch; true if it held the page's last references (the page is freed then). */
+static bool put_flush(struct pf_put_batch *batch)
+{
+	int32_t n = batch->count;
+	struct pf_page *page = batch->page;
+	batch->page = NULL;
+	batch->count = 0;
+	if (!n)
+		return false;
+	int32_t old = atomic_fetch_sub_explicit(&page->refcount, n, memory_order_acq_rel);
+	if (PF_LIKELY(old > n))
+		return false;
+	if (old == n) {
+		pf__pages_free(page);
+		return true;
+	}
+	/* more frees than fragments (a double free elsewhere): undo, as pf__frag_put does */
+	atomic_fetch_add_explicit(&page->refcount, n, memory_order_relaxed);
+	pf__count(PF_CTR_INVALID_FREES, 1);
+	return false;
+}
+
+void pf__frag_put_flush(struct pf_put_batch *batch)
+{
+	(void)put_flush(batch);
+}
+
+int pf__frag_put_batch_slow(struct pf_put_batch *batch, struct pf_page *head)
+{
+	if (batch->page != head) {
+		if (!atomic_load_explicit(&head->held, memory_order_relaxed) &&
+		    atomic_load_explicit(&head->refcount, memory_order_relaxed) > 1) {
+			put_flush(batch);
+			batch->page = head;
+			batch->count = 1;
+			return 0;
+		}
+	} else if (put_flush(batch)) {
+		/* the batch held every reference left: this free has no fragment to free */
+		pf__count(PF_CTR_INVALID_FREES, 1);
+		pf__fail(EINVAL, "page reference count would go below zero (double free?)");
+		return -1;
+	}
+	return pf__frag_put(head);
 }

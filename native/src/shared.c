@@ -170,7 +170,7 @@ static int free_in(struct pf_shared *local, void *addr)
 					: NULL;
 	if (mine && mine->page == head) {
 		/* as pf_free on a private cache: past the bytes handed out, or every reference back */
-		if ((uintptr_t)addr >= mine->va + mine->offset || mine->bias >= PF_BIAS_FULL)
+		if ((uintptr_t)addr >= mine->va + mine->offset || pf__bias_full(mine))
 			return refuse(h, "fragment already freed, or never handed out (its cache's page "
 					 "says so)");
 		pf__frag_free_local(mine, head, addr, 0);

@@ -67,6 +67,7 @@ static void snapshot(pf_stats_t *s)
 	s->allocs += counter(PF_CTR_RETIRED_ALLOCS);
 	s->frees += counter(PF_CTR_RETIRED_FREES);
 	s->bias_frees += counter(PF_CTR_RETIRED_BIAS_FREES);
+	s->frees += s->bias_frees; /* a bias free is counted once, by its cache */
 	s->refills = counter(PF_CTR_REFILLS);
 	s->recycles = counter(PF_CTR_RECYCLES);
 	s->abandons = counter(PF_CTR_ABANDONS);

@@ -108,6 +108,7 @@ static void thread_unregister(struct pf_thread *t)
 
 void pf__thread_give_back(struct pf_thread *t)
 {
+	pf__frag_put_flush(&t->put);
 	pf__frag_drain(&t->cache);
 	pf__frag_drain(&t->spare);
 	pf__shared_thread_release(t);

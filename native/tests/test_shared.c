@@ -327,7 +327,9 @@ static void test_other_version_refused(void)
 	CHECK(pf_shared_attach(name, NULL) == NULL);
 	CHECK_EQ(errno, EPROTO);
 	CHECK(strstr(pf_last_error_message(), "layout version 99") != NULL);
-	CHECK(strstr(pf_last_error_message(), "reads version 1") != NULL);
+	char reads[32];
+	snprintf(reads, sizeof(reads), "reads version %u", real);
+	CHECK(strstr(pf_last_error_message(), reads) != NULL);
 	uint64_t magic = 0x1234;
 	CHECK_EQ(pwrite(fd, &real, sizeof(real), 8), (ssize_t)sizeof(real));
 	uint64_t good;

@@ -5,7 +5,8 @@
  * overflow cases, the alignment of every result, content kept by realloc
  * across sizes (small, page runs, chunk runs), calloc zeroing reused memory.
  * With an argument it does one thing that must end the program instead
- * (double-free, double-free-medium, bad-pointer, tail-overflow) or shows the
+ * (double-free, double-free-medium, double-free-remote, bad-pointer,
+ * tail-overflow) or shows the
  * PYFRAG_LIMIT behaviour (limit).
  * Not linked against pyfrag: pyfrag's own counters are reached through
  * dlsym when it is preloaded.
@@ -15,6 +16,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <malloc.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -379,6 +381,16 @@ static void test_pyfrag_routes(void)
 
 /* ---- things that must end the program ----------------------------------------- */
 
+/* Another thread frees blocks of a page the allocating thread has let go (batched), one twice. */
+static void *free_twice_elsewhere(void *arg)
+{
+	char **blocks = arg;
+	free(blocks[0]);
+	free(blocks[1]);
+	free(hide(blocks[1]));
+	return NULL;
+}
+
 static int misuse(const char *what)
 {
 	if (!strcmp(what, "double-free")) {
@@ -389,6 +401,13 @@ static int misuse(const char *what)
 		char *p = malloc(20000), *again = hide(p);
 		free(p);
 		free(again);
+	} else if (!strcmp(what, "double-free-remote")) {
+		static char *blocks[200];
+		for (int i = 0; i < 200; i++)
+			blocks[i] = malloc(1000); /* a few frag pages: the first is no cache's by the end */
+		pthread_t t;
+		pthread_create(&t, NULL, free_twice_elsewhere, blocks);
+		pthread_join(t, NULL);
 	} else if (!strcmp(what, "bad-pointer")) {
 		char *p = malloc(100);
 		free(hide(p + 32));
