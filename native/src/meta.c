@@ -20,9 +20,25 @@ pthread_mutex_t pf__meta_lock = PTHREAD_MUTEX_INITIALIZER;
 static char *bump;      /* next free byte of the newest block */
 static size_t bump_left;
 
+/*
+ * No object starts a 4 KiB page. Frag pages are 4 KiB-aligned and the first
+ * fragment of a page (the one an alloc+free pair reuses over and over) is
+ * written as soon as it is handed out; a cache whose hot fields shared those
+ * low 12 address bits would have its loads wait behind those stores (4K
+ * aliasing: 0.4-0.5 ns of a 3.8 ns pair through the inline API here).
+ */
+static void skip_page_start(void)
+{
+	if (((uintptr_t)bump & (PF_PAGE_SIZE - 1)) == 0 && bump_left >= 64) {
+		bump += 64;
+		bump_left -= 64;
+	}
+}
+
 static void *carve(size_t size)
 {
 	size = (size + 63) & ~(size_t)63; /* own cache line: caches are hot */
+	skip_page_start();
 	if (bump_left < size) {
 		char *block = pf__os_map_meta(PF_META_BLOCK);
 		if (!block) {
@@ -31,6 +47,7 @@ static void *carve(size_t size)
 		}
 		bump = block;
 		bump_left = PF_META_BLOCK;
+		skip_page_start();
 	}
 	void *object = bump;
 	bump += size;
