@@ -214,6 +214,7 @@ def summarise(setup_: Setup, samples: dict, runs: int, scale: float, seconds: fl
         "results": results,
     }
     report["targets"] = targets(results)
+    report["bounds"] = bounds(results)
     return report
 
 
@@ -259,15 +260,58 @@ def targets(results: dict) -> list[dict]:
     for peer in ("mimalloc", "jemalloc"):
         add("ring imix/own floor: pyfrag / %s" % peer, f("pyfrag"), f(peer), 0.6,
             "as above, each allocator's imix over its own process's floor")
-    peers = [v for v in (m("burst", "burst", p) for p in ("jemalloc", "mimalloc", "tcmalloc")) if v]
-    add("burst: pyfrag / fastest peer", m("burst", "burst", "pyfrag"), min(peers) if peers else None,
-        0.8, "LD_PRELOAD at most 0.8x the fastest of jemalloc, mimalloc, tcmalloc")
-    peers = [v for v in (m("burst", "pair", p) for p in ("glibc", "jemalloc", "mimalloc", "tcmalloc"))
-             if v]
+    add("burst: pyfrag / fastest peer", m("burst", "burst", "pyfrag"),
+        _fastest(results, "burst", BURST_PEERS)[1], 0.8,
+        "LD_PRELOAD at most 0.8x the fastest of jemalloc, mimalloc, tcmalloc")
     add("pair: pyfrag-api / fastest peer", m("burst", "pair", "pyfrag-api"),
-        min(peers) if peers else None, 0.4,
+        _fastest(results, "pair", PAIR_PEERS)[1], 0.4,
         "one alloc+free pair through the direct API at most 0.4x the fastest peer's malloc+free")
     return out
+
+
+BURST_PEERS = ("jemalloc", "mimalloc", "tcmalloc")
+PAIR_PEERS = ("glibc", "jemalloc", "mimalloc", "tcmalloc")
+
+
+def _fastest(results: dict, case: str, peers) -> tuple[str | None, float | None]:
+    """The peer with the lowest median on burst `case`, and that median."""
+    found = [(v, p) for p, v in ((p, _median(results, "burst", case, p)) for p in peers) if v]
+    return (min(found)[1], min(found)[0]) if found else (None, None)
+
+
+def bounds(results: dict) -> list[dict]:
+    """
+    What the burst and pair targets are up against (not targets): the same
+    loops with a fixed buffer in place of malloc (the loop's own cost, which
+    every allocator pays on top), and a bare bump allocator (an offset bumped
+    and rolled back: no checks, counters or page references), each over the
+    fastest peer; and pyfrag's ratio with each allocator's own loop cost taken off.
+    """
+    out = []
+    m = lambda *k: _median(results, *k)  # noqa: E731
+
+    def add(name, num, den, what):
+        if num is None or den is None or den <= 0:
+            return
+        out.append({"bound": name, "ratio": round(num / den, 3), "what": what})
+
+    for case, peers, ours in (("burst", BURST_PEERS, "pyfrag"), ("pair", PAIR_PEERS, "pyfrag-api")):
+        peer, fastest = _fastest(results, case, peers)
+        floor = case + "-floor"
+        add("%s: the loop alone / %s" % (case, peer), m("burst", floor, ours), fastest,
+            "no allocator at all: the share of the fastest peer's time the loop takes")
+        if case == "pair":
+            add("pair: bare bump allocator / %s" % peer, m("burst", "pair-bump", ours), fastest,
+                "the least a bump allocator with in-place reuse costs in this loop")
+        ours_net = _minus(m("burst", case, ours), m("burst", floor, ours))
+        peer_net = _minus(fastest, m("burst", floor, peer))
+        add("%s net of the loop: %s / %s" % (case, ours, peer), ours_net, peer_net,
+            "malloc+free alone: each allocator's time less its own process's loop alone")
+    return out
+
+
+def _minus(a: float | None, b: float | None) -> float | None:
+    return a - b if a is not None and b is not None else None
 
 
 # ---- the machine ----------------------------------------------------------------
@@ -354,6 +398,11 @@ def table(report: dict) -> str:
             lines.append("  %-4s %-41s %.2f (limit %.2f): %s"
                          % ("met" if t["met"] else "MISS", t["target"], t["ratio"], t["limit"],
                             t["what"]))
+    if report.get("bounds"):
+        lines.append("")
+        lines.append("bounds (what the burst and pair targets are up against; not targets):")
+        for b in report["bounds"]:
+            lines.append("       %-41s %.2f: %s" % (b["bound"], b["ratio"], b["what"]))
     return "\n".join(lines)
 
 

@@ -36,7 +36,8 @@ workloads:
            core (the kernel's page_frag_test): sizes 12, 75, 2048 and imix,
            plain and 64-byte aligned, and the ring with no allocation (floor)
   burst    one thread: bursts of 32 imix buffers touched then freed; and
-           single alloc+free pairs
+           single alloc+free pairs; the same loops with no allocator (-floor)
+           and a bare bump allocator (pair-bump), for the bounds lines
   threads  1, 2 and 4 threads running bursts on their own (scaling)
   churn    a window of 32768 live buffers with random lifetimes; peak RSS over
            peak live bytes and over the 32 KiB blocks live buffers pin

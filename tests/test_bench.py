@@ -43,7 +43,7 @@ def report(tmp_path_factory):
 
 @pytest.mark.parametrize("workload,cases", [
     ("ring", {"floor", "12", "75", "2048", "imix", "12-a64", "75-a64", "2048-a64", "imix-a64"}),
-    ("burst", {"burst", "pair"}),
+    ("burst", {"burst", "pair", "burst-floor", "pair-floor", "pair-bump"}),
     ("threads", {"t1", "t2", "t4"}),
     ("churn", {"churn"}),
 ])
@@ -66,13 +66,44 @@ def test_table_and_targets(report):
     names = {t["target"] for t in data["targets"]}
     assert "ring imix: pyfrag-api / floor" in names
     assert "pair: pyfrag-api / fastest peer" in names  # glibc is a peer for the pair
+    # the pair's bounds, against glibc (the one peer here); the burst's need jemalloc & co.
+    assert "bounds (what the burst and pair targets are up against" in proc.stdout
+    assert {b["bound"] for b in data["bounds"]} == {
+        "pair: the loop alone / glibc", "pair: bare bump allocator / glibc",
+        "pair net of the loop: pyfrag-api / glibc"}
+
+
+def _row(**medians):
+    return {name: {"median_ns_per_op": v} for name, v in medians.items()}
+
+
+def test_bounds_arithmetic():
+    results = {"burst": {
+        "burst": _row(pyfrag=9.0, jemalloc=9.5, tcmalloc=8.0),
+        "burst-floor": _row(pyfrag=4.0, jemalloc=4.2, tcmalloc=3.8),
+        "pair": _row(**{"pyfrag-api": 3.4, "glibc": 10.0, "tcmalloc": 6.8}),
+        "pair-floor": _row(**{"pyfrag-api": 1.4, "glibc": 1.5, "tcmalloc": 1.8}),
+        "pair-bump": _row(**{"pyfrag-api": 2.2, "glibc": 2.3, "tcmalloc": 2.2}),
+    }}
+    got = {b["bound"]: b["ratio"] for b in bench.bounds(results)}
+    assert got == {
+        "burst: the loop alone / tcmalloc": pytest.approx(4.0 / 8.0, abs=1e-3),
+        "burst net of the loop: pyfrag / tcmalloc": pytest.approx((9.0 - 4.0) / (8.0 - 3.8), abs=1e-3),
+        "pair: the loop alone / tcmalloc": pytest.approx(1.4 / 6.8, abs=1e-3),
+        "pair: bare bump allocator / tcmalloc": pytest.approx(2.2 / 6.8, abs=1e-3),
+        "pair net of the loop: pyfrag-api / tcmalloc": pytest.approx((3.4 - 1.4) / (6.8 - 1.8),
+                                                                      abs=1e-3),
+    }
+    targets = {t["target"]: t for t in bench.targets(results)}
+    assert targets["burst: pyfrag / fastest peer"]["ratio"] == pytest.approx(9.0 / 8.0, abs=1e-3)
+    assert not targets["pair: pyfrag-api / fastest peer"]["met"]  # 0.5 > 0.4
 
 
 def test_json_schema(report):
     _, data = report
     assert data["schema"] == bench.SCHEMA == "pyfrag-bench/1"
     assert set(data) == {"schema", "machine", "runs", "scale", "seconds", "allocators", "options",
-                         "skipped", "results", "targets", "load_average"}
+                         "skipped", "results", "targets", "bounds", "load_average"}
     assert set(data["load_average"]) == {"start", "end"}
     assert data["runs"] == 1 and data["scale"] == 0.01
     assert data["allocators"]["glibc"] is None and data["allocators"]["pyfrag-api"] is None
