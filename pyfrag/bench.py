@@ -42,8 +42,9 @@ ENV_BENCH_DIR = "PYFRAG_BENCH_DIR"   # where the bench programs are (default bui
 ENV_LIBDIRS = "PYFRAG_BENCH_LIBDIRS"  # colon-separated folders searched for the peers
 DEFAULT_LIBDIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64",
                    "/usr/lib", "/usr/local/lib")
-HOW_TO_BUILD = ("build them with `scons -Q` at the repository root (it builds build/release/bench/), "
-                "or set %s to a folder holding bench_ring, bench_ring_api, ..." % ENV_BENCH_DIR)
+HOW_TO_BUILD = ("build them with `scons -Q` at the repository root (it builds build/release/bench/) "
+                "and run pyfrag bench from there, or set %s to a folder holding bench_ring, "
+                "bench_ring_api, ..." % ENV_BENCH_DIR)
 RESULT = re.compile(r"^result (\S+) (\S+) ns_per_op (\S+)(.*)$")
 
 
@@ -69,7 +70,19 @@ class Setup:
 # ---- finding things -------------------------------------------------------------
 
 def bench_dir() -> str:
-    return os.environ.get(ENV_BENCH_DIR) or os.path.join(REPO_ROOT, "build", "release", "bench")
+    """
+    PYFRAG_BENCH_DIR, else build/release/bench of the source tree this package
+    runs from (an editable install), else of the current directory (the
+    clone a plain `pip install .` was made from: the programs are not in the
+    wheel).
+    """
+    if os.environ.get(ENV_BENCH_DIR):
+        return os.environ[ENV_BENCH_DIR]
+    candidates = [os.path.join(root, "build", "release", "bench") for root in (REPO_ROOT, os.getcwd())]
+    for folder in candidates:
+        if os.path.isfile(os.path.join(folder, WORKLOADS["ring"][0])):
+            return folder
+    return candidates[0]
 
 
 def find_peer(name: str) -> str | None:

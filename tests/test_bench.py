@@ -4,8 +4,10 @@
 - Every workload runs briefly (--runs 1, --scale 0.01) under pyfrag, the
   direct API and glibc, prints the table and writes the JSON report.
 - The JSON report's schema.
-- A peer that is not installed is skipped with a message; missing programs
-  say how to build them; bad arguments exit 2.
+- The bounds lines' arithmetic, on made-up numbers.
+- A peer that is not installed is skipped with a message; an installed (not
+  editable) package finds the programs of the clone it runs from; missing
+  programs say how to build them; bad arguments exit 2.
 
 The programs are the release build's (build/release/bench/, `scons -Q`).
 """
@@ -13,6 +15,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -143,6 +148,23 @@ def test_installed_peer_runs(tmp_path):
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     assert data["allocators"]["jemalloc"] == str(tmp_path / "libjemalloc.so.2")
+
+
+def test_installed_package_finds_the_programs_of_the_current_directory(tmp_path):
+    # `pip install .` (not editable) puts the package in site-packages: the bench
+    # programs are found in build/release/bench of the clone it is run from
+    site = tmp_path / "site"
+    shutil.copytree(os.path.join(REPO_ROOT, "pyfrag"), site / "pyfrag")
+    proc = subprocess.run([sys.executable, "-m", "pyfrag", "bench", *QUICK, "--workload", "burst",
+                           "--allocators", "pyfrag-api", "--json", "-"],
+                          env=dict(os.environ, PYTHONPATH=str(site)), cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["results"]["burst"]["pair"]["pyfrag-api"]["median_ns_per_op"] > 0
+    elsewhere = subprocess.run([sys.executable, "-m", "pyfrag", "bench", *QUICK],
+                               env=dict(os.environ, PYTHONPATH=str(site)), cwd=str(tmp_path),
+                               capture_output=True, text=True, timeout=120)
+    assert elsewhere.returncode == 1 and "run pyfrag bench from there" in elsewhere.stderr
 
 
 def test_missing_programs_say_how_to_build(tmp_path):
