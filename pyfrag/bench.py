@@ -415,7 +415,7 @@ def table(report: dict) -> str:
         lines.append("")
         lines.append("bounds (what the burst and pair targets are up against; not targets):")
         for b in report["bounds"]:
-            lines.append("       %-41s %.2f: %s" % (b["bound"], b["ratio"], b["what"]))
+            lines.append("       %-45s %.2f: %s" % (b["bound"], b["ratio"], b["what"]))
     return "\n".join(lines)
 
 
