@@ -289,7 +289,10 @@ PAIR_PEERS = ("glibc", "jemalloc", "mimalloc", "tcmalloc")
 def _fastest(results: dict, case: str, peers) -> tuple[str | None, float | None]:
     """The peer with the lowest median on burst `case`, and that median."""
     found = [(v, p) for p, v in ((p, _median(results, "burst", case, p)) for p in peers) if v]
-    return (min(found)[1], min(found)[0]) if found else (None, None)
+    if not found:
+        return None, None
+    value, peer = min(found)
+    return peer, value
 
 
 def bounds(results: dict) -> list[dict]:
