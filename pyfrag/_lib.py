@@ -177,6 +177,20 @@ def _ffi(cdll, name, argtypes, restype, errcheck):
     return func
 
 
+def declare_extra(cdll, signatures, built_before: str):
+    """
+    Declare (name, argtypes, restype) functions that not every library has (the
+    stress loops'); LibraryError naming the first missing one, and what the
+    library was built before, if it lacks any.
+    """
+    for name, argtypes, restype in signatures:
+        func = getattr(cdll, name, None)
+        if func is None:
+            raise LibraryError("%s has no %s: it was built before %s; %s"
+                               % (library_path(), name, built_before, HOW_TO_FIX))
+        func.argtypes, func.restype = argtypes, restype
+
+
 # ---- finding and loading ------------------------------------------------------
 
 _declared = None  # the CDLL once its functions are declared (used by errcheck)

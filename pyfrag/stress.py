@@ -214,14 +214,7 @@ def native():
     with _native_lock:
         if _native is None:
             cdll = _lib.lib()
-            try:
-                for name, argtypes, restype in _NATIVE:
-                    func = getattr(cdll, name)
-                    func.argtypes, func.restype = argtypes, restype
-            except AttributeError:
-                raise _lib.LibraryError(
-                    "%s has no %s: it was built before the stress loops; %s"
-                    % (_lib.library_path(), name, _lib.HOW_TO_FIX)) from None
+            _lib.declare_extra(cdll, _NATIVE, "the stress loops")
             names = tuple(cdll.pf_stress_workload_name(i).decode() for i in range(len(WORKLOADS)))
             if names != WORKLOADS:
                 raise _lib.LibraryError("%s has workloads %s, this package expects %s; %s"

@@ -98,13 +98,7 @@ def native():
     with _native_lock:
         if _native is None:
             cdll = stress.native()  # pf_stress_error_message, and the library's checks
-            for name, argtypes, restype in _NATIVE:
-                func = getattr(cdll, name, None)
-                if func is None:
-                    raise _lib.LibraryError("%s has no %s: it was built before `pyfrag stress "
-                                            "--shared`; %s" % (_lib.library_path(), name,
-                                                               _lib.HOW_TO_FIX))
-                func.argtypes, func.restype = argtypes, restype
+            _lib.declare_extra(cdll, _NATIVE, "`pyfrag stress --shared`")
             _native = cdll
     return _native
 
