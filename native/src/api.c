@@ -355,8 +355,14 @@ int pf_page_query(const void *addr, pf_page_info_t *out)
 	struct pf_page *page = pf__page_at(index);
 	if (pf__state(page) == PF_PS_TAIL)
 		page -= page->head_delta;
+	pf__page_info(page, (uintptr_t)pf__page_address(page), out);
+	return 0;
+}
+
+void pf__page_info(const struct pf_page *page, uintptr_t head, pf_page_info_t *out)
+{
 	memset(out, 0, sizeof(*out));
-	out->head = (uintptr_t)pf__page_address(page);
+	out->head = head;
 	out->order = page->order;
 	out->size = PF_PAGE_SIZE << page->order;
 	if (pf__state(page) == PF_PS_IN_USE) {
@@ -365,7 +371,6 @@ int pf_page_query(const void *addr, pf_page_info_t *out)
 	}
 	if (page->flags & PF_PF_RESERVE)
 		out->flags |= PF_PAGE_RESERVE;
-	return 0;
 }
 
 int pf_cache_query(const pf_cache_t *cache, pf_cache_info_t *out)

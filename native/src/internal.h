@@ -601,6 +601,8 @@ PF_INTERNAL void pf__stats_print(int fd);
 PF_INTERNAL int pf__ensure_init(void);
 PF_INTERNAL extern _Atomic int pf__ready;
 PF_INTERNAL extern pthread_mutex_t pf__init_lock; /* held while initialising */
+/* pf_page_query's answer for a head page at address head (private or shared). */
+PF_INTERNAL void pf__page_info(const struct pf_page *page, uintptr_t head, pf_page_info_t *out);
 static inline bool pf__init_ok(void)
 {
 	return PF_LIKELY(atomic_load_explicit(&pf__ready, memory_order_acquire) == 1) ||

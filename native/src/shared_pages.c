@@ -18,7 +18,6 @@
 #include "shared_layout.h"
 
 #include <errno.h>
-#include <string.h>
 
 void pf__shared_lock_header(struct pf_shared_header *h)
 {
@@ -145,15 +144,6 @@ int pf__shared_page_query(const void *addr, pf_page_info_t *out)
 	}
 	struct pf_shared_header *h = local->header;
 	struct pf_page *page = block_of(h, addr);
-	memset(out, 0, sizeof(*out));
-	out->head = pf__shared_page_address(h, page);
-	out->order = page->order;
-	out->size = PF_PAGE_SIZE << page->order;
-	if (pf__state(page) == PF_PS_IN_USE) {
-		out->flags |= PF_PAGE_IN_USE;
-		out->refcount = atomic_load_explicit(&page->refcount, memory_order_acquire);
-	}
-	if (page->flags & PF_PF_RESERVE)
-		out->flags |= PF_PAGE_RESERVE;
+	pf__page_info(page, pf__shared_page_address(h, page), out);
 	return 0;
 }
