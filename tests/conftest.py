@@ -5,6 +5,8 @@ Contract:
 - `lib`: the loaded, checked libpyfrag.so (a missing library is an error,
   not a skip: build it with `scons` first).
 - `cache`: a FragCache on the test's thread, closed afterwards.
+- `scons_build(target, mode)`: build with the SCons of the running interpreter
+  (`SCONS`), warning-free; returns the mode's build folder.
 - `run_python(code, env=None)`: run a snippet in a fresh interpreter with
   this checkout's pyfrag importable, extra environment variables from
   `env` (for options read at init); returns the CompletedProcess (text).
@@ -26,10 +28,15 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODE = os.environ.get("PYFRAG_TEST_MODE", "release")
 
 
-def scons_build(target: str, mode: str = MODE) -> str:
+# SCons from the interpreter running the tests (the venv the README installs it
+# into), never a `scons` found on PATH: a fresh machine has none there.
+SCONS = [sys.executable, "-m", "SCons"]
+
+
+def scons_build(target: str, mode: str = MODE, *options: str) -> str:
     """Build an SCons target of a mode, warning-free; the mode's build folder."""
-    build = subprocess.run(["scons", "-Q", "mode=" + mode, target], cwd=REPO_ROOT,
-                           capture_output=True, text=True)
+    build = subprocess.run([*SCONS, "-Q", "mode=" + mode, *options, target], cwd=REPO_ROOT,
+                           capture_output=True, text=True, timeout=900)
     assert build.returncode == 0, build.stdout + build.stderr
     assert "warning:" not in build.stderr, build.stderr
     return os.path.join(REPO_ROOT, "build", mode)

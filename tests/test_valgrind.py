@@ -18,6 +18,8 @@ import subprocess
 
 import pytest
 
+from conftest import scons_build
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 MODE = os.environ.get("PYFRAG_TEST_MODE", "release")
 BUILD = ROOT / "build" / "debug-valgrind"
@@ -39,10 +41,7 @@ pytestmark = [
 def demo():
     """Build the valgrind=1 variant (its own folder; the shipped library is left alone)."""
     before = SHIPPED.stat().st_mtime_ns if SHIPPED.exists() else None
-    build = subprocess.run(["scons", "-Q", "mode=debug", "valgrind=1", "tests"], cwd=ROOT,
-                           capture_output=True, text=True, timeout=600)
-    assert build.returncode == 0, build.stdout + build.stderr
-    assert "warning:" not in build.stderr, build.stderr
+    scons_build("tests", "debug", "valgrind=1")
     assert (BUILD / "libpyfrag.so").exists()
     after = SHIPPED.stat().st_mtime_ns if SHIPPED.exists() else None
     assert after == before, "a valgrind=1 build must not touch pyfrag/libpyfrag.so"
