@@ -349,8 +349,11 @@ static inline void small_free(const char *call, void *ptr, struct pf_page *page,
 			   h->size);
 		return;
 	}
-	if (!t) /* a consumer thread that never allocated: state for its batch */
+	if (!t) { /* a consumer thread that never allocated: state for its batch, if it can have one */
+		int saved = errno;
 		t = pf__thread();
+		errno = saved;
+	}
 	if (PF_UNLIKELY((t ? pf__frag_put_batched(&t->put, page) : pf__frag_put(page)) != 0))
 		die(call, "page reference count underflow (double free?)", ptr);
 	count_free(t);

@@ -7,12 +7,21 @@
  * counters are folded into the retired totals, so short-lived threads leave
  * nothing behind. Also the registry of live caches and threads that stats
  * walks (under pf__meta_lock).
+ *
+ * A thread that has been torn down never gets a state again: glibc frees
+ * some of its own thread-local buffers after every key destructor has run
+ * (__libc_thread_freeres), and a state made for such a free would have no
+ * destructor left to give it back. pf__thread() returns NULL there, and every
+ * caller already has a path without a state (an eager page-reference drop,
+ * the global buddy lists, a page run for a small malloc).
  */
 #include "internal.h"
 
 #include <errno.h>
 
 PF_TLS struct pf_thread *pf__self;
+/* set by the teardown: this thread's destructor has run, make no state for it again */
+static PF_TLS bool torn_down;
 
 struct pf_cache *pf__live_caches;
 struct pf_thread *pf__live_threads;
@@ -63,6 +72,8 @@ int pf__thread_init(void)
 
 struct pf_thread *pf__thread_setup(void)
 {
+	if (PF_UNLIKELY(torn_down))
+		return pf__fail(ESRCH, "this thread has exited: pyfrag keeps no state for it");
 	if (!pf__init_ok())
 		return NULL;
 	pthread_mutex_lock(&pf__meta_lock);
@@ -118,6 +129,7 @@ void pf__thread_give_back(struct pf_thread *t)
 void pf__thread_teardown(void)
 {
 	struct pf_thread *t = pf__self;
+	torn_down = true;
 	if (!t)
 		return;
 	pf__thread_give_back(t);

@@ -2,13 +2,15 @@
 /*
  * Fragments freed from other threads: many threads freeing fragments of the
  * same pages at once, the kernel's page_frag_test pattern (a producer thread
- * allocating, an SPSC ring, a consumer thread freeing), and thread churn.
- * After each, every page is back. Built with mode=tsan too.
+ * allocating, an SPSC ring, a consumer thread freeing), thread churn, and
+ * calls from a key destructor after pyfrag's own teardown. After each, every
+ * page is back. Built with mode=tsan too.
  */
 #include "check.h"
 #include "probe.h"
 #include "pyfrag.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
@@ -150,10 +152,66 @@ static void test_thread_churn(void)
 	CHECK(after.committed_bytes <= before.committed_bytes + 2u * PF_CHUNK_SIZE);
 }
 
+/* ---- calls after the thread's pyfrag state is gone -------------------------------- */
+
+static pthread_key_t late_key;
+static char *late_handed; /* the main thread's fragment, freed by the exiting thread */
+static int late_alloc_errno;
+static void *late_alloc;
+
+/*
+ * A key destructor of the program's own, made after pyfrag's, so glibc calls it
+ * after pyfrag's teardown; it asks for a second round to be sure of that.
+ */
+static void late_destructor(void *round)
+{
+	if (round == (void *)1) {
+		pthread_setspecific(late_key, (void *)2);
+		return;
+	}
+	CHECK_EQ(pf_free(late_handed), 0);
+	errno = 0;
+	late_alloc = pf_alloc(64);
+	late_alloc_errno = errno;
+}
+
+static void *exits_with_late_calls(void *unused)
+{
+	(void)unused;
+	pf_free(pf_alloc(64)); /* this thread has a state, torn down at exit */
+	pthread_setspecific(late_key, (void *)1);
+	return NULL;
+}
+
+static void test_calls_after_thread_teardown(void)
+{
+	pf_free(pf_alloc(1)); /* the main thread's own state, before the count */
+	pf_stats_t before = stats();
+	CHECK_EQ(pthread_key_create(&late_key, late_destructor), 0);
+	for (int round = 0; round < 100; round++) {
+		late_handed = pf_alloc(imix[round % 12]);
+		pthread_t t;
+		pthread_create(&t, NULL, exits_with_late_calls, NULL);
+		pthread_join(t, NULL);
+		CHECK(late_alloc == NULL);
+		CHECK_EQ(late_alloc_errno, ESRCH);
+		if (late_alloc)
+			pf_free(late_alloc);
+	}
+	pthread_key_delete(late_key);
+	pf_thread_flush();
+	pf_stats_t after = stats();
+	CHECK_EQ(after.threads, before.threads); /* no state made for a thread that is gone */
+	CHECK_EQ(after.caches, before.caches);
+	CHECK_EQ(after.pages_in_use, 0);
+	CHECK_EQ(after.frees - before.frees, 200);
+}
+
 int main(void)
 {
 	RUN(test_many_threads_free);
 	RUN(test_producer_consumer_ring);
 	RUN(test_thread_churn);
+	RUN(test_calls_after_thread_teardown);
 	return check_summary();
 }
