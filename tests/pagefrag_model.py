@@ -26,8 +26,8 @@ Contract:
 - Page references a thread drops are batched (page_frag.c, struct
   pf_put_batch): each thread ("main", "worker") counts its drops on one page
   that no cache holds while more references than its count plus one remain,
-  and applies them when it starts a batch on another page, on what may be
-  the page's last reference, and on pf_thread_flush / pf_trim. A page's refcount here is the library's: what
+  and applies them on its first free of another page, on what may be the
+  page's last reference, and on pf_thread_flush / pf_trim. A page's refcount here is the library's: what
   the batches have not applied yet is still in it.
 """
 from __future__ import annotations
@@ -112,13 +112,10 @@ class PageFragModel:
         if batched is page and count + 1 < page.refcount:
             self.batches[thread] = (page, count + 1)
             return
-        if batched is not page:
-            if page.refcount > 1 and not any(c.page is page for c in self.caches):
-                self.flush(thread)
-                self.batches[thread] = (page, 1)
-                return
-        else:
-            self.flush(thread)
+        self.flush(thread)  # any free outside the batch's page applies it first
+        if batched is not page and page.refcount > 1 and not any(c.page is page for c in self.caches):
+            self.batches[thread] = (page, 1)
+            return
         self._put(page)
 
     def flush(self, thread: str) -> None:

@@ -219,7 +219,9 @@ PF_API void pf_thread_flush(void);
  * page, not per fragment): a page's refcount (pf_page_query) can include a
  * thread's frees until that thread frees on another page, frees what may be
  * the page's last reference, calls pf_thread_flush() or pf_trim(), or exits.
- * No page outlives its last fragment because of a batch.
+ * A thread's own batch never keeps a page after its last fragment, but the
+ * batches of several threads on one page can: each thread keeps at most one
+ * page that way, until it frees elsewhere, flushes or exits.
  */
 PF_API int pf_free(void *addr);
 

@@ -443,8 +443,11 @@ PF_INTERNAL int pf__frag_put(struct pf_page *head);
  * A thread's frees of one page's fragments not yet taken off its refcount
  * (pf__frag_put_batched). Only for a page no cache holds any more (a batch
  * on a held page would stop its cache from reusing it in place), and never
- * its last reference: that free applies the batch and itself at once, so no
- * page outlives its fragments because of a batch.
+ * the last reference the thread can see: that free applies the batch and
+ * itself at once. Another thread's batch on the same page is invisible here,
+ * so a page whose fragments are all freed can stay in use, held by batches:
+ * at most one such page per thread, until that thread frees on another page,
+ * flushes or exits (test_threads.c: two threads batching one page).
  */
 struct pf_put_batch {
 	struct pf_page *page;

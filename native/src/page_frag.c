@@ -238,9 +238,9 @@ void pf__frag_put_flush(struct pf_put_batch *batch)
 int pf__frag_put_batch_slow(struct pf_put_batch *batch, struct pf_page *head)
 {
 	if (batch->page != head) {
+		put_flush(batch); /* a free on any other page applies the batch: it pins for no longer */
 		if (!atomic_load_explicit(&head->held, memory_order_relaxed) &&
 		    atomic_load_explicit(&head->refcount, memory_order_relaxed) > 1) {
-			put_flush(batch);
 			batch->page = head;
 			batch->count = 1;
 			return 0;

@@ -152,6 +152,69 @@ static void test_thread_churn(void)
 	CHECK(after.committed_bytes <= before.committed_bytes + 2u * PF_CHUNK_SIZE);
 }
 
+/* ---- two threads batching frees of one page ---------------------------------------- */
+
+/*
+ * The bound pyfrag.h states: each thread's batch keeps at most one page whose
+ * fragments are all freed, until that thread frees elsewhere, flushes or exits.
+ * Two threads each free two of a page's four fragments: neither sees the last
+ * reference (the other's batch holds some), so the page stays until both move on.
+ */
+static pthread_barrier_t batch_step;
+static char *batch_frags[4];
+static char *elsewhere[2];
+
+static void *frees_two_then_moves_on(void *arg)
+{
+	size_t me = (size_t)arg;
+	pf_free(batch_frags[me]);
+	pf_free(batch_frags[me + 2]);
+	pthread_barrier_wait(&batch_step); /* main: both batches pending */
+	pthread_barrier_wait(&batch_step);
+	if (me == 0)
+		pf_free(elsewhere[0]); /* a free on another page applies the batch */
+	pthread_barrier_wait(&batch_step); /* main: one batch applied */
+	pthread_barrier_wait(&batch_step);
+	if (me == 1)
+		pf_thread_flush();
+	pthread_barrier_wait(&batch_step); /* main: the page is free */
+	return NULL;
+}
+
+static void test_batches_of_two_threads_on_one_page(void)
+{
+	pf_cache_t *cache = pf_cache_create();
+	for (int i = 0; i < 4; i++)
+		batch_frags[i] = pf_cache_alloc(cache, 256);
+	pf_cache_drain(cache); /* no cache holds the page: its frees may be batched */
+	pf_cache_t *other = pf_cache_create();
+	elsewhere[0] = pf_cache_alloc(other, 256);
+	elsewhere[1] = pf_cache_alloc(other, 256);
+	CHECK_EQ(page_info(batch_frags[0]).refcount, 4);
+	pthread_barrier_init(&batch_step, NULL, 3);
+	pthread_t t[2];
+	for (size_t i = 0; i < 2; i++)
+		pthread_create(&t[i], NULL, frees_two_then_moves_on, (void *)i);
+	pthread_barrier_wait(&batch_step);
+	pf_page_info_t both = page_info(batch_frags[0]);
+	CHECK(both.flags & PF_PAGE_IN_USE); /* every fragment freed, two batches hold the page */
+	CHECK_EQ(both.refcount, 4);
+	pthread_barrier_wait(&batch_step);
+	pthread_barrier_wait(&batch_step);
+	CHECK_EQ(page_info(batch_frags[0]).refcount, 2);
+	pthread_barrier_wait(&batch_step);
+	pthread_barrier_wait(&batch_step);
+	CHECK_EQ(page_info(batch_frags[0]).flags & PF_PAGE_IN_USE, 0);
+	for (int i = 0; i < 2; i++)
+		pthread_join(t[i], NULL);
+	pthread_barrier_destroy(&batch_step);
+	pf_free(elsewhere[1]);
+	pf_cache_destroy(cache);
+	pf_cache_destroy(other);
+	pf_thread_flush();
+	CHECK_EQ(stats().pages_in_use, 0);
+}
+
 /* ---- calls after the thread's pyfrag state is gone -------------------------------- */
 
 static pthread_key_t late_key;
@@ -213,5 +276,6 @@ int main(void)
 	RUN(test_producer_consumer_ring);
 	RUN(test_thread_churn);
 	RUN(test_calls_after_thread_teardown);
+	RUN(test_batches_of_two_threads_on_one_page);
 	return check_summary();
 }
