@@ -52,7 +52,9 @@ PF_API int pf_arena_range(uintptr_t *base, size_t *size);
 /* An empty cache owned by the calling thread. NULL/ENOMEM. */
 PF_API pf_cache_t *pf_cache_create(void);
 /* Drain and forget the cache. Outstanding fragments stay valid. Any thread
- * may call it, once no thread uses the cache any more. */
+ * may call it, once no thread uses the cache any more. A cache that
+ * pf_cache_create did not make (pf_thread_cache(), a shared arena's) or one
+ * destroyed already is left alone: errno EINVAL and pf_last_error_message(). */
 PF_API void pf_cache_destroy(pf_cache_t *cache);
 
 /*

@@ -35,6 +35,9 @@ PF_SAME_FIELD_(bias_frees);
 _Static_assert(offsetof(struct pf_cache, pfmemalloc) >= offsetof(pf_cache_fast_t, reserved_) &&
 		       offsetof(struct pf_cache, pfmemalloc) < offsetof(pf_cache_fast_t, owner),
 	       "pfmemalloc lives in pf_cache_fast_t.reserved_");
+_Static_assert(offsetof(struct pf_cache, destroyable) >= offsetof(pf_cache_fast_t, reserved_) &&
+		       offsetof(struct pf_cache, destroyable) < offsetof(pf_cache_fast_t, owner),
+	       "destroyable lives in pf_cache_fast_t.reserved_");
 _Static_assert(PF_BIAS_FULL_ == PF_BIAS_FULL, "full bias");
 
 void *pf__fail(int err, const char *message)
@@ -125,16 +128,31 @@ pf_cache_t *pf_cache_create(void)
 	struct pf_cache *cache = pf__pool_get(&cache_pool);
 	if (cache) {
 		pf__frag_cache_init(cache);
+		cache->destroyable = true;
 		pf__cache_register(cache);
 	}
 	pthread_mutex_unlock(&pf__meta_lock);
 	return cache ? cache : pf__fail(ENOMEM, "no memory for a cache");
 }
 
+/*
+ * Only a cache pf_cache_create made, once: a thread's default cache, a shared
+ * arena's cache or a second destroy would put memory that is not a free
+ * cache into the pool, and the next pf_cache_create would hand it out.
+ */
 void pf_cache_destroy(pf_cache_t *cache)
 {
 	if (!cache)
 		return;
+	pthread_mutex_lock(&pf__meta_lock);
+	bool mine = cache->destroyable;
+	cache->destroyable = false;
+	pthread_mutex_unlock(&pf__meta_lock);
+	if (!mine) {
+		pf__fail(EINVAL, "not a cache from pf_cache_create, or destroyed already "
+				 "(a thread's default cache goes at thread exit)");
+		return;
+	}
 	pf__frag_drain(cache);
 	pthread_mutex_lock(&pf__meta_lock);
 	pf__cache_unregister(cache);

@@ -387,6 +387,7 @@ struct pf_cache {
 	uint32_t handed;
 	uint32_t returned;
 	bool pfmemalloc;   /* page came from the reserve: never recycled */
+	bool destroyable;  /* made by pf_cache_create and not destroyed yet */
 	uintptr_t owner;   /* pf_thread_id() of the owner thread */
 	pf_local_counter allocs;
 	pf_local_counter bias_frees;

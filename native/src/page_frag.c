@@ -35,6 +35,7 @@ void pf__frag_cache_init(struct pf_cache *cache)
 	cache->handed = 0;
 	cache->returned = 0;
 	cache->pfmemalloc = false;
+	cache->destroyable = false;
 	cache->page = NULL;
 	cache->shared = NULL;
 	cache->owner = pf_thread_id();

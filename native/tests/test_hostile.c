@@ -5,7 +5,8 @@
  * small size if truncated to 32 bits), bad and oversize alignments
  * (including ones that would truncate to a valid one), alignments larger
  * than a 4 KiB page, interior-pointer frees, foreign-pointer frees, double
- * frees, bad option values, short stats buffers. Every refusal must be -1 or
+ * frees, destroys of caches pf_cache_create did not make (or twice), bad
+ * option values, short stats buffers. Every refusal must be -1 or
  * NULL with the documented errno and a last-error sentence, and must change
  * nothing: the same pages in use, the same counters (but invalid_frees).
  *
@@ -388,6 +389,36 @@ static void test_double_frees(void)
 	CHECK_EQ(stats().pages_in_use, 0);
 }
 
+/* Destroying what pf_cache_create did not make, or twice: refused, the pool untouched. */
+static void test_bad_cache_destroys(void)
+{
+	pf_cache_t *mine = pf_thread_cache();
+	char *kept = pf_alloc(64); /* the default cache holds a page */
+	pf_cache_info_t held = cache_info(mine);
+	errno = 0;
+	pf_cache_destroy(mine);
+	refused(EINVAL);
+	same_cache(cache_info(mine), held);
+	pf_cache_t *c = pf_cache_create();
+	pf_cache_destroy(c);
+	errno = 0;
+	pf_cache_destroy(c);
+	refused(EINVAL);
+	/* the pool holds each freed cache once: two new caches are two caches, neither a thread's */
+	pf_cache_t *a = pf_cache_create(), *b = pf_cache_create();
+	CHECK(a != NULL && b != NULL && a != b);
+	CHECK(a != mine && b != mine);
+	char *fa = pf_cache_alloc(a, 100), *fb = pf_cache_alloc(b, 100);
+	CHECK(fa != NULL && fb != NULL && page_info(fa).head != page_info(fb).head);
+	CHECK_EQ(pf_cache_free(a, fa, 100), 0);
+	CHECK_EQ(pf_cache_free(b, fb, 100), 0);
+	pf_cache_destroy(a);
+	pf_cache_destroy(b);
+	CHECK_EQ(pf_free(kept), 0);
+	pf_thread_flush();
+	CHECK_EQ(stats().pages_in_use, 0);
+}
+
 /* An address of the current page that was never handed out, freed on the owner thread. */
 static void test_never_handed_out(void)
 {
@@ -459,6 +490,7 @@ int main(void)
 	RUN(test_interior_pointer_frees);
 	RUN(test_foreign_pointer_frees);
 	RUN(test_double_frees);
+	RUN(test_bad_cache_destroys);
 	RUN(test_never_handed_out);
 	RUN(test_bad_option_values);
 	RUN(test_short_stats_buffers);
