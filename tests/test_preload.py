@@ -141,6 +141,34 @@ def test_check_mode_catches_a_write_past_the_end(programs):
     assert "pyfrag: free(): tail canary overwritten" in done.stderr
 
 
+CHECK_MODE_AT_THE_MAXIMUM = """
+import ctypes
+libc = ctypes.CDLL(None)
+libc.malloc.restype = libc.realloc.restype = ctypes.c_void_p
+libc.malloc.argtypes = [ctypes.c_size_t]
+libc.realloc.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+libc.malloc_usable_size.argtypes = [ctypes.c_void_p]
+libc.malloc_usable_size.restype = ctypes.c_size_t
+for size in range(32720, 32770):
+    p = libc.malloc(size)
+    assert p, size
+    ctypes.memset(p, 0xA5, size)
+    assert libc.malloc_usable_size(p) >= size, size
+    q = libc.realloc(p, size + 1)
+    assert q, size
+    libc.free(q)
+print("ok")
+"""
+
+
+def test_check_mode_serves_every_size_up_to_the_maximum():
+    # the canary byte made malloc(32752) NULL/ENOMEM at PYFRAG_FRAG_MAX=32752 (32753 worked)
+    done = run([sys.executable, "-c", CHECK_MODE_AT_THE_MAXIMUM],
+               pyfrag_env(check=True, frag_max="32752"))
+    assert done.returncode == 0 and done.stdout == "ok\n", done.stdout + done.stderr
+
+
 def test_limit_makes_failures_reproducible(programs):
     outputs = {run([str(programs / "malloc_conformance"), "limit"], pyfrag_env(limit="64M")).stdout
                for _ in range(2)}

@@ -83,10 +83,17 @@ static inline bool check_mode(void)
 	return PF_UNLIKELY(PF_OPT(check) != 0);
 }
 
+/*
+ * The largest request the page_frag route takes: PYFRAG_FRAG_MAX, clamped to
+ * what a frag page holds with the header. Check mode's canary byte rounds a
+ * block up by 16 more, so there the clamp is 16 lower (a request between the
+ * two takes a page run instead of failing).
+ */
 static inline size_t small_max(void)
 {
 	long long fm = PF_OPT(frag_max);
-	return fm < 0 ? 0 : (size_t)fm < PF_SMALL_MAX ? (size_t)fm : PF_SMALL_MAX;
+	size_t clamp = check_mode() ? PF_SMALL_MAX - PF_MIN_ALIGN : PF_SMALL_MAX;
+	return fm < 0 ? 0 : (size_t)fm < clamp ? (size_t)fm : clamp;
 }
 
 /*
