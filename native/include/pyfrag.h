@@ -172,9 +172,10 @@ PF_INLINE_ int pf_cache_free_inline(pf_cache_t *cache, void *frag, size_t fragsz
 #ifdef PF_HAVE_THREAD_ID
 	pf_cache_fast_t *c = (pf_cache_fast_t *)cache;
 	uintptr_t addr = (uintptr_t)frag;
-	/* inside what was handed out of the current page, a fragment out, on the owner thread */
-	if (PF_EXPECT_(c != NULL && addr - c->va < c->offset && c->handed != c->returned &&
-		       c->owner == pf_thread_id())) {
+	/* on the owner thread (first: the rest is the owner's to write), inside what was
+	 * handed out of the current page, a fragment out */
+	if (PF_EXPECT_(c != NULL && c->owner == pf_thread_id() && addr - c->va < c->offset &&
+		       c->handed != c->returned)) {
 		c->returned++;
 		/* the newest fragment gives its bytes back (fragsz 0 never matches: addr < the end) */
 		if (addr + fragsz == c->va + c->offset)

@@ -307,11 +307,12 @@ static __attribute__((noinline)) int cache_free_slow(pf_cache_t *cache, void *fr
 	if (PF_UNLIKELY(!head))
 		return foreign_free(frag);
 	struct pf_thread *t = pf__thread();
-	if (cache->page == head && cache->owner == pf_thread_id() &&
-	    PF_UNLIKELY(bogus_local_free(cache, frag)))
-		return refuse_local_free();
-	if (cache->owner == pf_thread_id() && pf__frag_free_local(cache, head, frag, fragsz))
-		return 0;
+	if (cache->owner == pf_thread_id()) {
+		if (cache->page == head && PF_UNLIKELY(bogus_local_free(cache, frag)))
+			return refuse_local_free();
+		if (pf__frag_free_local(cache, head, frag, fragsz))
+			return 0;
+	}
 	return free_page_ref(t, head);
 }
 
@@ -319,12 +320,13 @@ static __attribute__((noinline)) int cache_free_slow(pf_cache_t *cache, void *fr
  * The common case first (pyfrag.h's pf_cache_free_inline does the same): the
  * owner freeing a fragment of the cache's current page, no metadata, no
  * atomic operation. A NULL or empty cache fails the range check and the slow
- * path says why.
+ * path says why. The owner test comes first: the page fields are the owner's
+ * to write, so another thread must not read them.
  */
 static inline int cache_free(pf_cache_t *cache, void *frag, size_t fragsz)
 {
-	if (PF_LIKELY(cache != NULL) && (uintptr_t)frag - cache->va < cache->size &&
-	    PF_LIKELY(!bogus_local_free(cache, frag)) && PF_LIKELY(cache->owner == pf_thread_id())) {
+	if (PF_LIKELY(cache != NULL) && PF_LIKELY(cache->owner == pf_thread_id()) &&
+	    (uintptr_t)frag - cache->va < cache->size && PF_LIKELY(!bogus_local_free(cache, frag))) {
 		pf__frag_free_local(cache, cache->page, frag, fragsz);
 		return 0;
 	}

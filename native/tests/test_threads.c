@@ -67,11 +67,20 @@ static struct {
 	char *slot[RING];
 } ring;
 
+/*
+ * NULL: the producer's default cache and pf_free. Else the producer allocates
+ * from this cache and the consumer, not its owner, frees through
+ * pf_cache_free and pf_cache_free_inline by turns (the owner test must come
+ * before any read of what the owner writes: ThreadSanitizer checks it).
+ */
+static pf_cache_t *ring_cache;
+static size_t ring_items = ITEMS;
+
 static void *producer(void *unused)
 {
 	(void)unused;
-	for (size_t i = 0; i < ITEMS; i++) {
-		char *p = pf_alloc(imix[i % 12]);
+	for (size_t i = 0; i < ring_items; i++) {
+		char *p = ring_cache ? pf_cache_alloc(ring_cache, imix[i % 12]) : pf_alloc(imix[i % 12]);
 		if (!p)
 			return (void *)1;
 		memset(p, (int)i, 8);
@@ -87,21 +96,27 @@ static void *producer(void *unused)
 static void *consumer(void *unused)
 {
 	(void)unused;
-	for (size_t i = 0; i < ITEMS; i++) {
+	for (size_t i = 0; i < ring_items; i++) {
 		size_t tail = atomic_load_explicit(&ring.tail, memory_order_relaxed);
 		while (atomic_load_explicit(&ring.head, memory_order_acquire) == tail)
 			sched_yield();
 		char *p = ring.slot[tail % RING];
-		if (p[0] != (char)i || pf_free(p) != 0)
+		if (p[0] != (char)i)
+			return (void *)1;
+		int freed = !ring_cache ? pf_free(p)
+			    : i % 2	? pf_cache_free(ring_cache, p, imix[i % 12])
+					: pf_cache_free_inline(ring_cache, p, imix[i % 12]);
+		if (freed != 0)
 			return (void *)1;
 		atomic_store_explicit(&ring.tail, tail + 1, memory_order_release);
 	}
 	return NULL;
 }
 
-static void test_producer_consumer_ring(void)
+static void run_ring(void)
 {
-	pf_stats_t before = stats();
+	atomic_store(&ring.head, 0);
+	atomic_store(&ring.tail, 0);
 	pthread_t prod, cons;
 	pthread_create(&cons, NULL, consumer, NULL);
 	pthread_create(&prod, NULL, producer, NULL);
@@ -110,6 +125,12 @@ static void test_producer_consumer_ring(void)
 	pthread_join(cons, &cons_failed);
 	CHECK(prod_failed == NULL);
 	CHECK(cons_failed == NULL);
+}
+
+static void test_producer_consumer_ring(void)
+{
+	pf_stats_t before = stats();
+	run_ring();
 	pf_trim();
 	pf_stats_t after = stats();
 	CHECK_EQ(after.allocs - before.allocs, ITEMS);
@@ -117,6 +138,30 @@ static void test_producer_consumer_ring(void)
 	/* freed pages are reused: ~11k frag pages' worth of fragments ran through a couple of chunks */
 	CHECK(after.refills - before.refills > 1000);
 	CHECK(after.chunk_commits - before.chunk_commits <= 2);
+	CHECK_EQ(after.pages_in_use, 0);
+}
+
+/* The same ring through one explicit cache: its owner allocates, another thread frees through it. */
+static void test_non_owner_cache_frees(void)
+{
+	pf_stats_t before = stats();
+	ring_items = 200000;
+	ring_cache = pf_cache_create(); /* owned by this thread, the producer */
+	atomic_store(&ring.head, 0);
+	atomic_store(&ring.tail, 0);
+	pthread_t cons;
+	pthread_create(&cons, NULL, consumer, NULL);
+	void *cons_failed;
+	CHECK(producer(NULL) == NULL);
+	pthread_join(cons, &cons_failed);
+	CHECK(cons_failed == NULL);
+	pf_cache_destroy(ring_cache);
+	ring_cache = NULL;
+	ring_items = ITEMS;
+	pf_thread_flush();
+	pf_stats_t after = stats();
+	CHECK_EQ(after.allocs - before.allocs, 200000);
+	CHECK_EQ(after.frees - before.frees, 200000);
 	CHECK_EQ(after.pages_in_use, 0);
 }
 
@@ -274,6 +319,7 @@ int main(void)
 {
 	RUN(test_many_threads_free);
 	RUN(test_producer_consumer_ring);
+	RUN(test_non_owner_cache_frees);
 	RUN(test_thread_churn);
 	RUN(test_calls_after_thread_teardown);
 	RUN(test_batches_of_two_threads_on_one_page);
