@@ -18,7 +18,8 @@
  *
  * The same settings can come from the environment, read when the library
  * is loaded: PYFRAG_FAULT_RESERVE, PYFRAG_FAULT_COMMIT, PYFRAG_FAULT_DECOMMIT,
- * PYFRAG_FAULT_MADVISE, PYFRAG_FAULT_META, each "N" (every Nth call) or
+ * PYFRAG_FAULT_MADVISE, PYFRAG_FAULT_META,
+ * PYFRAG_FAULT_SHARED, each "N" (every Nth call) or
  * "N:T" (every Nth, at most T times). Under LD_PRELOAD the program may
  * allocate before the library's constructor runs, so a reserve fault set
  * there may come too late.
@@ -38,6 +39,7 @@ enum pf_fault_site {
 	PF_FAULT_DECOMMIT, /* giving an empty chunk back to the OS */
 	PF_FAULT_MADVISE,  /* madvise of a committed chunk (failing MADV_HUGEPAGE fails a THP commit) */
 	PF_FAULT_META,     /* pyfrag's own metadata maps: page array at init, cache and thread pools */
+	PF_FAULT_SHARED,   /* a shared arena's file mappings: create, attach, the header's read */
 	PF_FAULT_SITES     /* count */
 };
 

@@ -8,9 +8,9 @@
  * - Nothing is wrapped until a site is first armed (by a call or by a
  *   PYFRAG_FAULT_* variable at load time); from then on the wrappers stay
  *   in the table and cost one relaxed atomic load per OS call when disarmed.
- * - The table is swapped once, holding pf__init_lock, pf__meta_lock and
- *   pf__page_lock (the fork handlers' order): every reader of pf__os holds
- *   one of them, so no call sees a half-written table.
+ * - The table is swapped once, holding pf__shared_lock, pf__init_lock,
+ *   pf__meta_lock and pf__page_lock (the fork handlers' order): every reader
+ *   of pf__os holds one of them, so no call sees a half-written table.
  * - A failed call does nothing but set errno: the OS is never asked.
  */
 #include "shared_layout.h"
@@ -30,7 +30,7 @@ static struct pf_os_ops real; /* the table as os.c made it */
 static bool installed;        /* under all three locks */
 
 static const char *const site_names[PF_FAULT_SITES] = {
-	"reserve", "commit", "decommit", "madvise", "meta",
+	"reserve", "commit", "decommit", "madvise", "meta", "shared",
 };
 
 /* Count a call at site; true if this one must fail. */
@@ -78,25 +78,31 @@ static void *fault_map_meta(size_t size)
 	return inject(PF_FAULT_META) ? NULL : real.map_meta(size);
 }
 
+static void *fault_map_shared(void *addr, size_t size, int prot, int fd)
+{
+	return inject(PF_FAULT_SHARED) ? NULL : real.map_shared(addr, size, prot, fd);
+}
+
 static void install(void)
 {
+	pthread_mutex_lock(&pf__shared_lock);
 	pthread_mutex_lock(&pf__init_lock);
 	pthread_mutex_lock(&pf__meta_lock);
 	pthread_mutex_lock(&pf__page_lock);
 	if (!installed) {
 		real = pf__os;
-		pf__os = (struct pf_os_ops){
-			.reserve = fault_reserve,
-			.commit = fault_commit,
-			.decommit = fault_decommit,
-			.advise = fault_advise,
-			.map_meta = fault_map_meta,
-		};
-		installed = true;
+		pf__os.reserve = fault_reserve;
+		pf__os.commit = fault_commit;
+		pf__os.decommit = fault_decommit;
+		pf__os.advise = fault_advise;
+		pf__os.map_meta = fault_map_meta;
+		pf__os.map_shared = fault_map_shared;
+		installed = true; /* unmap stays the real one: nothing to learn from a refused munmap */
 	}
 	pthread_mutex_unlock(&pf__page_lock);
 	pthread_mutex_unlock(&pf__meta_lock);
 	pthread_mutex_unlock(&pf__init_lock);
+	pthread_mutex_unlock(&pf__shared_lock);
 }
 
 static bool valid_site(int site)
@@ -163,7 +169,7 @@ __attribute__((constructor)) static void fault_env(void)
 {
 	static const char *const vars[PF_FAULT_SITES] = {
 		"PYFRAG_FAULT_RESERVE", "PYFRAG_FAULT_COMMIT", "PYFRAG_FAULT_DECOMMIT",
-		"PYFRAG_FAULT_MADVISE", "PYFRAG_FAULT_META",
+		"PYFRAG_FAULT_MADVISE", "PYFRAG_FAULT_META", "PYFRAG_FAULT_SHARED",
 	};
 	for (int site = 0; site < PF_FAULT_SITES; site++) {
 		const char *text = pf__env_value(vars[site]);

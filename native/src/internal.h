@@ -151,6 +151,9 @@ struct pf_os_ops {
 	int (*decommit)(void *addr, size_t size); /* back to reserved, memory freed */
 	int (*advise)(void *addr, size_t size, int advice); /* madvise */
 	void *(*map_meta)(size_t size); /* metadata: read-write, zero, lazy; NULL on failure */
+	/* a shared arena's file, MAP_SHARED: at exactly addr (EEXIST if taken), or anywhere for NULL */
+	void *(*map_shared)(void *addr, size_t size, int prot, int fd);
+	int (*unmap)(void *addr, size_t size);
 };
 
 /* The OS primitives; a table so tests and fault injection can replace them. */

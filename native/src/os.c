@@ -12,6 +12,9 @@
  * decommit() puts the reservation back, freeing the memory.
  * advise()   madvise, for commit's THP and 4 KiB hints.
  * map_meta() maps pyfrag's own metadata (read-write, zero, lazily backed).
+ * map_shared() maps a shared arena's file (MAP_SHARED), at exactly addr or
+ *            nowhere (never over an existing mapping), or anywhere for NULL.
+ * unmap()    munmap.
  * They sit in a table (pf__os) so tests can inject failures (debug.c).
  */
 #include "internal.h"
@@ -102,12 +105,32 @@ static void *os_map_meta(size_t size)
 	return p == MAP_FAILED ? NULL : p;
 }
 
+static void *os_map_shared(void *addr, size_t size, int prot, int fd)
+{
+	void *p = mmap(addr, size, prot, MAP_SHARED | (addr ? MAP_FIXED_NOREPLACE : 0), fd, 0);
+	if (p == MAP_FAILED)
+		return NULL;
+	if (addr && p != addr) { /* a kernel without MAP_FIXED_NOREPLACE took it as a hint */
+		munmap(p, size);
+		errno = EEXIST;
+		return NULL;
+	}
+	return p;
+}
+
+static int os_unmap(void *addr, size_t size)
+{
+	return munmap(addr, size);
+}
+
 struct pf_os_ops pf__os = {
 	.reserve = os_reserve,
 	.commit = os_commit,
 	.decommit = os_decommit,
 	.advise = os_advise,
 	.map_meta = os_map_meta,
+	.map_shared = os_map_shared,
+	.unmap = os_unmap,
 };
 
 void *pf__os_map_meta(size_t size)
@@ -117,7 +140,7 @@ void *pf__os_map_meta(size_t size)
 
 void pf__os_unmap(void *addr, size_t size)
 {
-	munmap(addr, size);
+	(void)pf__os.unmap(addr, size);
 }
 
 /*

@@ -130,6 +130,7 @@ struct pf_shared {
 	uint32_t gen;    /* changes when the entry is reused or after fork */
 	uint32_t proc;   /* our process slot, PF_NIL until taken */
 	int fd;          /* the arena's file, open while attached (the liveness lock) */
+	uint64_t map_bytes; /* what this process mapped: the header is writable by every process */
 	uint64_t dev, ino;
 	char path[256];
 };

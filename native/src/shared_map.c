@@ -226,16 +226,7 @@ static uint64_t name_hash(const char *name)
 /* Map the file at exactly base, or fail without touching what is there. */
 static void *map_at(int fd, uint64_t base, uint64_t bytes)
 {
-	void *p = mmap((void *)base, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED_NOREPLACE,
-		       fd, 0);
-	if (p == MAP_FAILED)
-		return NULL;
-	if ((uint64_t)p != base) { /* a kernel without MAP_FIXED_NOREPLACE took it as a hint */
-		munmap(p, bytes);
-		errno = EEXIST;
-		return NULL;
-	}
-	return p;
+	return pf__os.map_shared((void *)base, bytes, PROT_READ | PROT_WRITE, fd);
 }
 
 /* ---- create ------------------------------------------------------------------- */
@@ -272,12 +263,12 @@ static void *map_new(int fd, const char *name, uint64_t bytes, int backing)
 	}
 	if (backing == PF_SHARED_BACKING_HUGETLB)
 		return p; /* the pages are reserved for the file already */
-	(void)madvise(p, bytes, backing == PF_SHARED_BACKING_THP ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
-	if (madvise(p, bytes, MADV_POPULATE_WRITE) != 0) {
+	(void)pf__os.advise(p, bytes, backing == PF_SHARED_BACKING_THP ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
+	if (pf__os.advise(p, bytes, MADV_POPULATE_WRITE) != 0) {
 		int err = errno;
 		/* kernels before 5.14 lack it: fallocate allocates the same pages, without THP */
 		if (err != EINVAL || posix_fallocate(fd, 0, (off_t)bytes) != 0) {
-			munmap(p, bytes);
+			pf__os_unmap(p, bytes);
 			errno = err == EINVAL ? ENOMEM : err;
 			return NULL;
 		}
@@ -309,6 +300,7 @@ static int create_in(struct pf_shared *local, const char *directory, const char 
 	}
 	local->fd = fd; /* kept: its lock tells the others this process is alive */
 	local->header = p;
+	local->map_bytes = shape->map_bytes;
 	local->dev = (uint64_t)st.st_dev;
 	local->ino = (uint64_t)st.st_ino;
 	init_header(local->header, shape, name, backing);
@@ -434,11 +426,11 @@ static int read_header(int fd, const char *path, uint64_t file_size, struct pf_s
 {
 	if (file_size < PF_CHUNK_SIZE)
 		return fail(EPROTO, "%s is too small to be a pyfrag shared arena", path);
-	void *p = mmap(NULL, PF_CHUNK_SIZE, PROT_READ, MAP_SHARED, fd, 0);
-	if (p == MAP_FAILED)
+	void *p = pf__os.map_shared(NULL, PF_CHUNK_SIZE, PROT_READ, fd);
+	if (!p)
 		return fail(errno, "cannot map %s: %m", path);
 	memcpy(out, p, sizeof(*out));
-	munmap(p, PF_CHUNK_SIZE);
+	pf__os_unmap(p, PF_CHUNK_SIZE);
 	return check_header(out, path, file_size);
 }
 
@@ -473,6 +465,7 @@ int pf__shared_map_attach(struct pf_shared *local, const char *name, const char 
 		fail(EALREADY, "%s is attached in this process already", local->path);
 	else if (read_header(fd, local->path, (uint64_t)st.st_size, &shape) == 0) {
 		local->header = map_at(fd, shape.base, shape.map_bytes);
+		local->map_bytes = shape.map_bytes;
 		if (!local->header)
 			fail(errno == EEXIST ? EADDRINUSE : errno,
 			     "cannot map the shared arena %s at %#llx, where every process maps it: %s",
@@ -508,7 +501,7 @@ struct pf_shared *pf__shared_find_attached(const char *name, const char *directo
 
 void pf__shared_unmap(struct pf_shared *local)
 {
-	munmap(local->header, local->header->map_bytes);
+	pf__os_unmap(local->header, local->map_bytes); /* the length this process mapped, not the header's */
 	local->header = NULL;
 	if (local->fd >= 0)
 		close(local->fd);

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0-only
 /*
  * Fault injection through the OS layer (pyfrag_debug.h): the arena
- * reservation, chunk commits, madvise, decommits and metadata maps failing,
+ * reservation, chunk commits, madvise, decommits, metadata maps and shared
+ * arenas' file mappings failing,
  * alone and all at once under threads and PYFRAG_LIMIT. Every failed
  * allocation must be NULL with ENOMEM; no fragment handed out before may
  * change; the counters must stay true; allocation must work again once the
@@ -13,6 +14,7 @@
 #include "probe.h"
 #include "pyfrag.h"
 #include "pyfrag_debug.h"
+#include "pyfrag_shared.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -436,6 +438,37 @@ static void test_meta_faults(void)
 	check_all_back();
 }
 
+/* ---- shared arenas' file mappings ----------------------------------------------------- */
+
+static void test_shared_map_faults(void)
+{
+	char arena_name[64];
+	snprintf(arena_name, sizeof(arena_name), "cfault-%d", (int)getpid());
+	CHECK_EQ(pf_debug_fault_set(PF_FAULT_SHARED, 1, -1), 0);
+	expect_enomem(pf_shared_create(arena_name, 8 * MiB, 0, PF_SHARED_BACKING_4K, NULL));
+	pf_shared_t *none = pf_shared_attach(arena_name, NULL);
+	CHECK(none == NULL);
+	CHECK_EQ(errno, ENOENT); /* the failed create left no file behind */
+	CHECK_EQ(pf_debug_fault_set(PF_FAULT_SHARED, 0, 0), 0);
+	pf_shared_t *a = pf_shared_create(arena_name, 8 * MiB, 0, PF_SHARED_BACKING_4K, NULL);
+	CHECK(a != NULL);
+	CHECK_EQ(pf_shared_detach(a), 0);
+	/* attach maps twice (the header alone, then the whole arena): fail each in turn */
+	for (uint64_t nth = 1; nth <= 2; nth++) {
+		CHECK_EQ(pf_debug_fault_set(PF_FAULT_SHARED, nth, 1), 0);
+		expect_enomem(pf_shared_attach(arena_name, NULL));
+		CHECK_EQ(failures_at(PF_FAULT_SHARED), 1);
+	}
+	CHECK_EQ(pf_debug_fault_set(PF_FAULT_SHARED, 0, 0), 0);
+	a = pf_shared_attach(arena_name, NULL);
+	CHECK(a != NULL);
+	void *p = pf_shared_alloc(a, 1500);
+	CHECK(p != NULL);
+	CHECK_EQ(pf_free(p), 0);
+	CHECK_EQ(pf_shared_detach(a), 0);
+	CHECK_EQ(pf_shared_unlink(arena_name, NULL), 0);
+}
+
 /* ---- PYFRAG_LIMIT ------------------------------------------------------------------------ */
 
 static void test_limit_enomem_and_recovery(void)
@@ -626,6 +659,7 @@ int main(void)
 	RUN(test_backing_fallback);
 	RUN(test_decommit_fault_keeps_the_chunk);
 	RUN(test_meta_faults);
+	RUN(test_shared_map_faults);
 	RUN(test_limit_enomem_and_recovery);
 	RUN(test_fault_storm);
 	return check_summary();

@@ -12,6 +12,7 @@
 #include "probe.h"
 #include "pyfrag_debug.h"
 #include "pyfrag_shared.h"
+#include "../src/shared_layout.h" /* the header's map_bytes, for the unmap test */
 
 #include <errno.h>
 #include <fcntl.h>
@@ -22,6 +23,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -346,6 +348,29 @@ static void test_other_version_refused(void)
 		destroy(a);
 }
 
+/* Detach unmaps what this process mapped, whatever another process wrote into the header. */
+static void test_detach_ignores_a_rewritten_size(void)
+{
+	new_name("unmap");
+	pf_shared_t *a = create_4k();
+	if (!a)
+		return;
+	pf_shared_stats_t s = sstats(a);
+	struct pf_shared_header *h = (struct pf_shared_header *)(uintptr_t)s.base;
+	uint64_t mapped = s.map_bytes;
+	CHECK_EQ(h->map_bytes, mapped);
+	char *after = (char *)h + mapped;
+	void *neighbour = mmap(after, 4096, PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+	CHECK(neighbour == after);
+	h->map_bytes = mapped + (64u << 20); /* as a hostile or broken peer could */
+	CHECK_EQ(pf_shared_detach(a), 0);
+	unsigned char resident;
+	CHECK_EQ(mincore(after, 4096, &resident), 0); /* still mapped */
+	munmap(neighbour, 4096);
+	CHECK_EQ(pf_shared_unlink(name, NULL), 0);
+}
+
 static void test_permissions(void)
 {
 	new_name("perm");
@@ -583,6 +608,7 @@ int main(int argc, char **argv)
 	RUN(test_dead_process_reaped);
 	RUN(test_dead_lock_holder);
 	RUN(test_other_version_refused);
+	RUN(test_detach_ignores_a_rewritten_size);
 	RUN(test_permissions);
 	RUN(test_refusals);
 	RUN(test_exhaustion);
