@@ -15,7 +15,7 @@ import pytest
 import pyfrag
 from conftest import run_cli, run_python
 
-RESERVE, COMMIT, DECOMMIT, MADVISE, META = range(5)  # enum pf_fault_site
+RESERVE, COMMIT, DECOMMIT, MADVISE, META, SHARED, SITES = range(7)  # enum pf_fault_site
 
 
 def debug_api(cdll):
@@ -33,7 +33,7 @@ def faults(lib):
     lib.pf_init()  # armed before init, a fault would hit the arena's own set-up instead
     cdll = debug_api(lib)
     yield cdll
-    for site in range(5):
+    for site in range(SITES):
         cdll.pf_debug_fault_set(site, 0, 0)
 
 
@@ -239,7 +239,7 @@ def test_memory_error_keeps_fragments_and_memory_comes_back(lib):
 
 
 def test_bad_fault_settings_are_ignored_or_refused(faults):
-    assert faults.pf_debug_fault_set(5, 1, 1) == -1
+    assert faults.pf_debug_fault_set(SITES, 1, 1) == -1
     assert faults.pf_debug_fault_set(-1, 1, 1) == -1
     proc = run_python("import pyfrag; c = pyfrag.FragCache(); c.alloc(64).free(); print('ok')",
                       env={"PYFRAG_FAULT_COMMIT": "x", "PYFRAG_FAULT_META": "1:x",
