@@ -4,7 +4,8 @@
 Contract: arena_files() lists every "pyfrag.<name>" file on a hugetlbfs mount
 of 2 MiB pages and in /dev/shm, the places pyfrag_shared.h puts them, with
 size, mode and owner, and the layout version its header says (None when the
-file cannot be read, or is still being created, or is not an arena). It only
+file cannot be read, or is still being created, or is not an arena); a file
+removed while it looks is left out. It only
 looks: nothing is attached, so nothing is reaped or counted. A file whose
 creator died before removing it keeps its memory (hugetlb pages come out of
 the pool) until `pyfrag.SharedArena.unlink(name)` removes it.
@@ -75,7 +76,10 @@ def arena_files() -> list[ArenaFile]:
         for entry in entries:
             if not entry.name.startswith(PREFIX) or not entry.is_file(follow_symlinks=False):
                 continue
-            st = entry.stat(follow_symlinks=False)
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:  # removed since the listing: an arena that is gone
+                continue
             found.append(ArenaFile(name=entry.name[len(PREFIX):], path=entry.path, kind=kind,
                                    bytes=st.st_size, mode=st.st_mode & 0o777,
                                    owner=_owner(st.st_uid),

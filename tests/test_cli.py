@@ -106,3 +106,21 @@ def test_info_lists_shared_arenas(lib, tmp_path):
     assert "shared arenas" in text and name in text and "not an arena" in text
     assert name not in {a["name"] for a in json.loads(run_cli("info", "--json").stdout)
                         ["shared_arenas"]}  # the creator removed it on close
+
+
+def test_info_leaves_out_an_arena_removed_while_it_looks(tmp_path, monkeypatch):
+    # `pyfrag info` failed with FileNotFoundError when an arena's creator removed
+    # its file between the directory listing and the stat
+    from pyfrag import shared_files
+    (tmp_path / "pyfrag.going").write_bytes(b"x")
+    (tmp_path / "pyfrag.staying").write_bytes(b"x")
+    real_scandir = os.scandir
+
+    def listing_then_removal(directory):
+        entries = list(real_scandir(directory))
+        (tmp_path / "pyfrag.going").unlink()
+        return entries
+
+    monkeypatch.setattr(shared_files, "_places", lambda: [(str(tmp_path), "shmem")])
+    monkeypatch.setattr(shared_files.os, "scandir", listing_then_removal)
+    assert [a.name for a in shared_files.arena_files()] == ["staying"]
