@@ -19,9 +19,10 @@ Contract:
   is allocated. Every access (bytes(), indexing, slicing, item and slice
   assignment, and on Python >= 3.12 each live `memoryview(frag)`) holds a
   pin on the fragment, taken and dropped under the owner's lock, while it
-  reads or writes; no Python code of the caller runs while an access holds
-  its pin (keys and values are converted first). free() releases every
-  memoryview that frag.view() handed out; if the fragment is pinned, or
+  reads or writes; no Python code of the caller runs while bytes(), an index
+  or an assignment holds its pin (keys and values are converted first).
+  frag.view() takes no pin: free() releases every memoryview that view()
+  handed out, under the same lock. If the fragment is pinned, or
   anything still holds the bytes (an export of such a view, a slice of it,
   its `.obj`), free() raises FragError ("in use") and the fragment stays
   allocated: drop or release the holder (or let the other thread finish)

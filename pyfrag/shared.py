@@ -22,8 +22,9 @@ Contract:
   pinned access to one of its fragments' bytes: close() first marks the
   arena closed, so that later calls and accesses raise FragError, then waits
   for those in flight before it unmaps. A failed __init__ leaves nothing
-  behind: it detaches, and removes the file if this call created it. `SharedFragment` is a `pyfrag.Fragment` (the
-  same buffer rules: views released by free(), no copy, no pickle) whose
+  behind: it detaches, and removes the file if this call created it.
+- `SharedFragment` is a `pyfrag.Fragment` (the same buffer rules: pins,
+  views released by free(), no copy, no pickle) whose
   free() may run in any process that has the arena open, plus `.offset` and
   `send()`: send() ends this process's ownership without freeing and returns
   (offset, length) for another process, which calls `arena.receive(offset,
@@ -31,8 +32,8 @@ Contract:
   `arena.free_offset(offset)`.
 - close() first ends Python's access to every fragment of this arena object
   still allocated (releasing their views; FragError, arena left open, if a
-  view's export is still held): after the unmap no Python path may reach the
-  memory. Such fragments stay allocated in the arena (other processes may
+  view's export or a memoryview(frag) is still held): after the unmap no
+  Python path may reach the memory. Such fragments stay allocated in the arena (other processes may
   still use them); each view's buffer keeps the arena object alive, so the
   finalizer never unmaps under a live view.
 """
@@ -462,7 +463,7 @@ class SharedArena:
                 _lib.lib().pf_shared_thread_flush(self._handle)
                 self._finalizer()
             except BaseException:
-                self._open = True
+                self._open = self._finalizer.alive  # still attached: usable again
                 raise
             finally:
                 self._closing = False
