@@ -72,13 +72,31 @@ def check_align(align) -> int:
     return align
 
 
+def _byte_view(base) -> memoryview:
+    """A 1-D memoryview of format 'B' over a ctypes c_char array."""
+    with memoryview(base) as raw:
+        return raw.cast("B")
+
+
 def _index(value):
     """A slice bound or step as a plain int (or None), converted before any pin is taken."""
     return None if value is None else operator.index(value)
 
 
+_PLAIN = (int, type(None))
+_PLAIN_BUFFERS = (bytes, bytearray, memoryview)  # their buffers run no Python code
+
+
 def _plain_key(key):
     """key as a slice of ints or an int: no __index__ of the caller runs while pinned."""
+    kind = type(key)
+    if kind is int:
+        return key
+    if kind is slice:
+        if (type(key.start) in _PLAIN and type(key.stop) in _PLAIN
+                and type(key.step) in _PLAIN):
+            return key
+        return slice(_index(key.start), _index(key.stop), _index(key.step))
     if isinstance(key, slice):
         return slice(_index(key.start), _index(key.stop), _index(key.step))
     try:
@@ -220,7 +238,8 @@ def page_info(address) -> PageInfo:
 class Fragment:
     """`size` bytes at `address`, from `cache`; see the module docstring for the rules."""
 
-    __slots__ = ("_cache", "_address", "_size", "_base", "_views", "_pins", "__weakref__")
+    __slots__ = ("_cache", "_address", "_size", "_base", "_views", "_pins", "_mv",
+                 "__weakref__")
 
     def __init__(self, cache: FragCache, address: int, size: int):
         self._cache = cache
@@ -231,6 +250,7 @@ class Fragment:
         # accesses reading or writing the bytes now, plus live memoryview(frag) exports
         # (Python >= 3.12); changed under the owner's lock, and free() refuses while > 0
         self._pins = 0
+        self._mv = None  # pyfrag's own 'B' view of the bytes, made by the first pin
 
     @property
     def address(self) -> int:
@@ -254,33 +274,30 @@ class Fragment:
             raise FragError("fragment at 0x%x was freed" % self._address)
         return base
 
-    # -- pins: what free() respects (the owner's lock is held by the *_locked ones) --
+    # -- pins: what free() respects, taken and dropped under the owner's lock --
     def _access_locked(self):
-        """The base, for a new access to the bytes; FragError if they are gone."""
+        """The base, for a new access to the bytes; FragError if they are gone (lock held)."""
         return self._checked_base()
 
-    def _pin_locked(self, export: bool) -> None:
-        self._access_locked()
-        self._pins += 1
-
-    def _unpin_locked(self, export: bool) -> None:
-        self._pins -= 1
-
     def _pin(self, export: bool = False) -> None:
-        """Take a pin (an export's if `export`); while it is held, self._base stays."""
+        """Take a pin (an export's if `export`); while it is held, self._base and self._mv
+        stay. Pinned code keeps no reference to either (free() counts references)."""
         with self._cache._lock:
-            self._pin_locked(export)
+            if self._base is None:
+                self._checked_base()  # raises
+            self._pins += 1
+            if self._mv is None:
+                self._mv = _byte_view(self._base)
 
     def _unpin(self, export: bool = False) -> None:
         with self._cache._lock:
-            self._unpin_locked(export)
+            self._pins -= 1
 
     # -- buffer access (pinned code reads self._base and keeps no reference to it) --
     def view(self) -> memoryview:
         """A writable zero-copy memoryview of the bytes; free() releases it."""
         with self._cache._lock:  # registered before the lock drops: free() sees it
-            with memoryview(self._access_locked()) as raw:
-                view = raw.cast("B")
+            view = _byte_view(self._access_locked())
             self._views = [ref for ref in self._views if ref() is not None]
             self._views.append(weakref.ref(view))
         return view
@@ -289,8 +306,7 @@ class Fragment:
         def __buffer__(self, flags: int) -> memoryview:
             self._pin(export=True)  # until __release_buffer__
             try:
-                with memoryview(self._base) as raw:
-                    return raw.cast("B")
+                return _byte_view(self._base)
             except BaseException:
                 self._unpin(export=True)
                 raise
@@ -313,19 +329,23 @@ class Fragment:
         key = _plain_key(key)
         self._pin()
         try:
-            with memoryview(self._base) as raw, raw.cast("B") as view:
-                item = view[key]
-                if isinstance(item, memoryview):
-                    with item:
-                        return item.tobytes()
-                return item
+            item = self._mv[key]
+            if type(item) is memoryview:
+                with item:
+                    return item.tobytes()
+            return item
         finally:
             self._unpin()
 
     def __setitem__(self, key, value) -> None:
         key = _plain_key(key)
-        if isinstance(key, slice):
-            source = memoryview(value)  # the caller's buffer, obtained before the pin
+        made = None  # a memoryview of the caller's buffer, obtained before the pin
+        if type(key) is slice:
+            source = value if type(value) in _PLAIN_BUFFERS else memoryview(value)
+            if source is not value:
+                made = source
+        elif type(value) is int:
+            source = value
         else:
             try:
                 source = operator.index(value)
@@ -335,13 +355,12 @@ class Fragment:
         try:
             self._pin()
             try:
-                with memoryview(self._base) as raw, raw.cast("B") as view:
-                    view[key] = source
+                self._mv[key] = source
             finally:
                 self._unpin()
         finally:
-            if isinstance(source, memoryview):
-                source.release()
+            if made is not None:
+                made.release()
 
     # -- freeing --
     def _release_views(self, verb: str) -> None:
@@ -373,7 +392,11 @@ class Fragment:
                             % (verb, self._address, self._pins, "" if self._pins == 1 else "s"))
         # Claim: from here on no thread can pin the bytes or make a new view of them.
         self._base = None
+        mv, self._mv = self._mv, None
         try:
+            if mv is not None:
+                mv.release()  # never exported: only pinned code used it
+                mv = None
             self._release_views(verb)
             # Every other Python path to the bytes holds a reference to base (a slice of
             # a view keeps the view's buffer, and so base, alive): only our local and

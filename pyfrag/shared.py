@@ -49,7 +49,7 @@ from dataclasses import dataclass
 
 from . import _lib
 from ._lib import FragError, IncompatibleArenaError  # noqa: F401  (re-exported)
-from .cache import Fragment, _not_copyable, check_align, check_int, check_size
+from .cache import Fragment, _byte_view, _not_copyable, check_align, check_int, check_size
 from .stats import _sum_smaps
 
 STATS_VERSION = 1  # PF_SHARED_STATS_VERSION
@@ -523,16 +523,22 @@ class SharedFragment(Fragment):
             raise self._cache._closed_error()
         return self._checked_base()
 
-    def _pin_locked(self, export: bool) -> None:
-        self._access_locked()
-        self._pins += 1
-        if not export:  # an access in progress is a call in flight; an export is not
-            self._cache._calls += 1
+    def _pin(self, export: bool = False) -> None:
+        arena = self._cache
+        with arena._lock:
+            self._access_locked()
+            self._pins += 1
+            if not export:  # an access in progress is a call in flight; an export is not
+                arena._calls += 1
+            if self._mv is None:
+                self._mv = _byte_view(self._base)
 
-    def _unpin_locked(self, export: bool) -> None:
-        self._pins -= 1
-        if not export:
-            self._cache._leave_locked()
+    def _unpin(self, export: bool = False) -> None:
+        arena = self._cache
+        with arena._lock:
+            self._pins -= 1
+            if not export:
+                arena._leave_locked()
 
     def _release_memory(self) -> None:
         # the arena's lock is held: close() cannot unmap between the check and the call
