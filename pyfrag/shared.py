@@ -8,15 +8,23 @@ Contract:
   (by default: `remove_on_close` defaults to `create`) also removes the
   name, while attached processes keep their mapping. A forgotten arena is
   closed when collected (weakref.finalize, no reference to the object).
-- Bad arguments raise ValueError or TypeError before C is called. C
+- Bad arguments raise before C is called: TypeError for a wrong type (sizes,
+  alignments, offsets, addresses and the mode are ints by operator.index;
+  bool is refused), ValueError for a bad value. C
   failures raise with errno and the library's sentence: FileNotFoundError
   (ENOENT), FileExistsError (EEXIST), PermissionError (EACCES),
   MemoryError (ENOMEM), IncompatibleArenaError (EPROTO, a FragError),
   ValueError (EINVAL) and FragError for the rest. Any use after close()
   raises FragError (closing twice is fine).
 - Any thread may use an arena: the library gives each thread of each process
-  its own cache per arena. `SharedFragment` is a `pyfrag.Fragment` (the
-  same buffer rules: views released by free(), no copy, no pickle) whose
+  its own cache per arena. Every call into C on the arena counts as in
+  flight (under the arena's lock, held only to count), and so does every
+  pinned access to one of its fragments' bytes: close() first marks the
+  arena closed, so that later calls and accesses raise FragError, then waits
+  for those in flight before it unmaps. A failed __init__ leaves nothing
+  behind: it detaches, and removes the file if this call created it.
+- `SharedFragment` is a `pyfrag.Fragment` (the same buffer rules: pins,
+  views released by free(), no copy, no pickle) whose
   free() may run in any process that has the arena open, plus `.offset` and
   `send()`: send() ends this process's ownership without freeing and returns
   (offset, length) for another process, which calls `arena.receive(offset,
@@ -24,8 +32,8 @@ Contract:
   `arena.free_offset(offset)`.
 - close() first ends Python's access to every fragment of this arena object
   still allocated (releasing their views; FragError, arena left open, if a
-  view's export is still held): after the unmap no Python path may reach the
-  memory. Such fragments stay allocated in the arena (other processes may
+  view's export or a memoryview(frag) is still held): after the unmap no
+  Python path may reach the memory. Such fragments stay allocated in the arena (other processes may
   still use them); each view's buffer keeps the arena object alive, so the
   finalizer never unmaps under a live view.
 """
@@ -41,7 +49,7 @@ from dataclasses import dataclass
 
 from . import _lib
 from ._lib import FragError, IncompatibleArenaError  # noqa: F401  (re-exported)
-from .cache import Fragment, _not_copyable, check_align, check_size
+from .cache import Fragment, _byte_view, _not_copyable, check_align, check_int, check_size
 from .stats import _sum_smaps
 
 STATS_VERSION = 1  # PF_SHARED_STATS_VERSION
@@ -144,19 +152,13 @@ def _check_directory(directory):
     return encoded
 
 
-def _check_int(value, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError("%s must be an int, not %s" % (what, type(value).__name__))
-    return value
-
-
 def _check_create_args(create, size, mode, backing):
     if size is not None:
         if not create:
             raise ValueError("size is for create=True (an attach takes the arena's size)")
-        if _check_int(size, "size") < 1:
+        if check_int(size, "size") < 1:
             raise ValueError("size must be >= 1 byte (it is rounded up to 2 MiB), not %d" % size)
-    if not 1 <= _check_int(mode, "mode") <= 0o777:
+    if not 1 <= check_int(mode, "mode") <= 0o777:
         raise ValueError("mode must be permission bits 0o001..0o777, not %s" % oct(mode))
     if not isinstance(backing, str):
         raise TypeError("backing must be a str, not %s" % type(backing).__name__)
@@ -210,6 +212,26 @@ def _close_handle(detach, unlink, handle, name, directory) -> None:
             pass  # someone removed it already
 
 
+def _undo_init(cdll, handle, create, created, raw_name, raw_dir) -> None:
+    """Detach a half-made arena and remove the file if this call created it (not another's)."""
+    try:
+        cdll.pf_shared_detach(handle)
+    except Exception:  # noqa: BLE001 - the caller raises the first failure
+        pass
+    if not create:
+        return
+    try:
+        if created is None:  # the path is unknown: the name is this call's file
+            cdll.pf_shared_unlink(raw_name, raw_dir)
+            return
+        path, device, inode = created
+        now = os.stat(path)
+        if (now.st_dev, now.st_ino) == (device, inode):
+            os.unlink(path)
+    except Exception:  # noqa: BLE001 - gone already, or not ours any more
+        pass
+
+
 class SharedArena:
     """A shared arena, created or attached by name; see the module docstring."""
 
@@ -231,29 +253,67 @@ class SharedArena:
         self._directory = directory
         self._handle = handle
         self._fragments = weakref.WeakSet()  # live SharedFragments of this object
+        # _lock guards _open, _calls, _closing and the state of every fragment of this
+        # object; _idle (on the same lock) wakes a close waiting for calls in flight
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._open = True
+        self._calls = 0
+        self._closing = False
         self._remove = remove
+        created = None  # (path, device, inode) of the file this call created
         try:
             self._path = os.fsdecode(cdll.pf_shared_path(handle) or b"")
+            if create:
+                made = os.stat(self._path)
+                created = (self._path, made.st_dev, made.st_ino)
             first = self._stats_now(cdll, handle)
+            self._base, self._map_bytes = first.base, first.map_bytes
+            self._backing, self._size = first.backing_name, first.data_bytes
+            self._finalizer = weakref.finalize(
+                self, _close_handle, cdll.pf_shared_detach,
+                cdll.pf_shared_unlink if remove else None, handle, raw_name, raw_dir)
         except BaseException:
-            cdll.pf_shared_detach(handle)
+            _undo_init(cdll, handle, create, created, raw_name, raw_dir)
             raise
-        self._base, self._map_bytes = first.base, first.map_bytes
-        self._backing, self._size = first.backing_name, first.data_bytes
-        self._finalizer = weakref.finalize(
-            self, _close_handle, cdll.pf_shared_detach, cdll.pf_shared_unlink if remove else None,
-            handle, raw_name, raw_dir)
 
     # -- state --
     @property
     def closed(self) -> bool:
         return not self._finalizer.alive
 
+    def _closed_error(self) -> FragError:
+        return FragError("shared arena %r is closed" % self._name)
+
     def _checked_handle(self) -> int:
-        if not self._finalizer.alive:
-            raise FragError("shared arena %r is closed" % self._name)
+        if not self._open:
+            raise self._closed_error()
         return self._handle
+
+    def _enter(self) -> int:
+        """Count a call in flight (close() waits for it); the handle. FragError once closed."""
+        with self._lock:
+            if not self._open:
+                raise self._closed_error()
+            self._calls += 1
+        return self._handle
+
+    def _leave_locked(self) -> None:
+        self._calls -= 1
+        if not self._calls and not self._open:
+            self._idle.notify_all()
+
+    def _leave(self) -> None:
+        with self._lock:
+            self._leave_locked()
+
+    def _call(self, func, *args):
+        """func(handle, *args) as a call in flight."""
+        handle = self._enter()
+        try:
+            return func(handle, *args)
+        finally:
+            self._leave()
 
     @property
     def _as_parameter_(self) -> int:
@@ -307,37 +367,50 @@ class SharedArena:
         """A fragment of `size` bytes (1..32768) from this thread's cache, aligned if asked."""
         size = check_size(size)
         align = None if align is None else check_align(align)
-        handle = self._checked_handle()
         cdll = _lib.lib()
-        if align is None:
-            address = cdll.pf_shared_alloc(handle, size)
-        else:
-            address = cdll.pf_shared_alloc_align(handle, size, align)
-        return self._fragment(address, size, address - self._base)
+        handle = self._enter()
+        try:
+            if align is None:
+                address = cdll.pf_shared_alloc(handle, size)
+            else:
+                address = cdll.pf_shared_alloc_align(handle, size, align)
+            return self._fragment(address, size, address - self._base)  # before close sees it
+        finally:
+            self._leave()
 
-    def _address(self, offset) -> int:
-        offset = _check_int(offset, "offset")
+    def _check_offset(self, offset) -> int:
+        offset = check_int(offset, "offset")
         if offset < 0:
             raise ValueError("offset must be >= 0, not %d" % offset)
-        return _lib.lib().pf_shared_address(self._checked_handle(), offset)
+        return offset
 
     def receive(self, offset, length) -> SharedFragment:
         """Take ownership of a fragment another process sent as (offset, length)."""
         length = check_size(length)
-        address = self._address(offset)
-        if offset + length > self._map_bytes:
-            raise ValueError("offset %d + length %d runs past the arena (%d bytes mapped)"
-                             % (offset, length, self._map_bytes))
-        return self._fragment(address, length, offset)
+        offset = self._check_offset(offset)
+        handle = self._enter()
+        try:
+            address = _lib.lib().pf_shared_address(handle, offset)
+            if offset + length > self._map_bytes:
+                raise ValueError("offset %d + length %d runs past the arena (%d bytes mapped)"
+                                 % (offset, length, self._map_bytes))
+            return self._fragment(address, length, offset)
+        finally:
+            self._leave()
 
     def free_offset(self, offset) -> None:
         """Free the fragment at offset (sent by another process) without making an object."""
-        address = self._address(offset)
-        _lib.lib().pf_shared_free(self._checked_handle(), address)
+        offset = self._check_offset(offset)
+        cdll = _lib.lib()
+        handle = self._enter()
+        try:
+            cdll.pf_shared_free(handle, cdll.pf_shared_address(handle, offset))
+        finally:
+            self._leave()
 
     def offset_of(self, address) -> int:
         """The offset of an address inside the arena's frag pages (ValueError if outside)."""
-        return _lib.lib().pf_shared_offset(self._checked_handle(), _check_int(address, "address"))
+        return self._call(_lib.lib().pf_shared_offset, check_int(address, "address"))
 
     # -- the whole arena --
     @staticmethod
@@ -356,11 +429,12 @@ class SharedArena:
 
     def stats(self) -> SharedStats:
         """A snapshot of the arena's counters (every process's together)."""
-        return self._stats_now(_lib.lib(), self._checked_handle())
+        cdll = _lib.lib()
+        return self._call(lambda handle: self._stats_now(cdll, handle))
 
     def reap(self) -> int:
         """Reap the processes that died attached; how many."""
-        return _lib.lib().pf_shared_reap(self._checked_handle())
+        return self._call(_lib.lib().pf_shared_reap)
 
     def hugepage_coverage(self, pid="self") -> SharedCoverage:
         """What /proc/PID/smaps says about this arena's mapping in process PID."""
@@ -371,17 +445,29 @@ class SharedArena:
 
     def flush(self) -> None:
         """Give this thread's cache for the arena back (thread exit and close do it too)."""
-        _lib.lib().pf_shared_thread_flush(self._checked_handle())
+        self._call(_lib.lib().pf_shared_thread_flush)
 
     def close(self) -> None:
         """Detach (and remove the name if remove_on_close). Closing twice is fine."""
         with self._lock:
+            while self._closing:  # another thread is closing it: wait for the outcome
+                self._idle.wait()
             if not self._finalizer.alive:
                 return
-            for frag in list(self._fragments):
-                frag._orphan()  # FragError (arena left open) if a view is still exported
-            _lib.lib().pf_shared_thread_flush(self._handle)
-            self._finalizer()
+            self._open, self._closing = False, True  # later calls and pins raise
+            try:
+                while self._calls:  # calls and accesses in flight finish first
+                    self._idle.wait()
+                for frag in list(self._fragments):
+                    frag._orphan_locked()  # FragError (arena left open) if a view is exported
+                _lib.lib().pf_shared_thread_flush(self._handle)
+                self._finalizer()
+            except BaseException:
+                self._open = self._finalizer.alive  # still attached: usable again
+                raise
+            finally:
+                self._closing = False
+                self._idle.notify_all()
 
     @staticmethod
     def unlink(name, directory=None) -> None:
@@ -430,7 +516,32 @@ class SharedFragment(Fragment):
             raise FragError("fragment at offset %d was %s" % (self._offset, self._gone))
         return base
 
+    def _access_locked(self):
+        # no local holds the base while raising: a traceback kept alive would count in
+        # the refcount check of a close() orphaning this fragment
+        if not self._cache._open:
+            raise self._cache._closed_error()
+        return self._checked_base()
+
+    def _pin(self, export: bool = False) -> None:
+        arena = self._cache
+        with arena._lock:
+            self._access_locked()
+            self._pins += 1
+            if not export:  # an access in progress is a call in flight; an export is not
+                arena._calls += 1
+            if self._mv is None:
+                self._mv = _byte_view(self._base)
+
+    def _unpin(self, export: bool = False) -> None:
+        arena = self._cache
+        with arena._lock:
+            self._pins -= 1
+            if not export:
+                arena._leave_locked()
+
     def _release_memory(self) -> None:
+        # the arena's lock is held: close() cannot unmap between the check and the call
         _lib.lib().pf_shared_free(self._cache._checked_handle(), self._address)
         self._gone = "freed"
 
@@ -439,9 +550,9 @@ class SharedFragment(Fragment):
         self._give_up("send", lambda: setattr(self, "_gone", "sent"))
         return self._offset, self._size
 
-    def _orphan(self) -> None:
+    def _orphan_locked(self) -> None:
         if self._base is not None:
-            self._give_up("close the arena of", lambda: setattr(
+            self._give_up_locked("close the arena of", lambda: setattr(
                 self, "_gone", "left allocated when its arena was closed"))
 
     def __repr__(self) -> str:

@@ -220,8 +220,11 @@ def test_double_free_raises(cache):
 
 # ---- arguments ----------------------------------------------------------------------------
 
-BAD_SIZES = [0, -1, FRAG_MAX + 1, 1 << 40, 1.5, "8", None, True, b"\x08"]
-BAD_ALIGNS = [3, 0, -4, 6, 65536, FRAG_MAX * 2, 2.0, "8", False]
+BAD_SIZES = [0, -1, FRAG_MAX + 1, 1 << 40]
+BAD_ALIGNS = [3, 0, -4, 6, 65536, FRAG_MAX * 2]
+# not ints (issue 13 item 9: a wrong type is a TypeError, as everywhere in Python; bool
+# is refused rather than taken as 0 or 1)
+MISTYPED = [1.5, 2.0, "8", "x", None, True, False, b"\x08", [8]]
 
 
 @pytest.fixture
@@ -244,6 +247,19 @@ def test_bad_size_rejected_before_c(cache, c_must_not_be_called, size):
 def test_bad_alignment_rejected_before_c(cache, c_must_not_be_called, align):
     with pytest.raises(ValueError, match="alignment"):
         cache.alloc(64, align)
+
+
+@pytest.mark.parametrize("value", MISTYPED, ids=repr)
+def test_mistyped_size_or_alignment_is_a_type_error(cache, c_must_not_be_called, value):
+    with pytest.raises(TypeError, match="size must be an int"):
+        cache.alloc(value)
+    with pytest.raises(TypeError, match="size must be an int"):
+        cache.alloc(value, 8)
+    if value is not None:  # align=None is the default: no alignment asked
+        with pytest.raises(TypeError, match="alignment must be an int"):
+            cache.alloc(64, value)
+    with pytest.raises(TypeError, match="address must be an int"):
+        pyfrag.page_info(value)
 
 
 @pytest.mark.parametrize("size, align, code", [

@@ -381,6 +381,9 @@ def test_bad_names(bad, lib):
     (dict(create=True, size=0), ValueError),
     (dict(create=True, size=-1), ValueError),
     (dict(create=True, size="4M"), TypeError),
+    (dict(create=True, size=4.0 * SIZE), TypeError),
+    (dict(create=True, size=True), TypeError),
+    (dict(create=True, mode=0o600 * 1.0), TypeError),
     (dict(size=SIZE), ValueError),            # size is for create
     (dict(create=True, mode=0), ValueError),
     (dict(create=True, mode=0o1777), ValueError),
@@ -426,7 +429,38 @@ def test_bad_fragment_arguments(arena):
         arena.free_offset(arena.map_bytes * 2)
     with pytest.raises(TypeError):
         arena.receive("0", 10)
+    # a wrong type is a TypeError at every entry point (issue 13 item 9); bool is refused
+    for call in (lambda: arena.alloc("x"), lambda: arena.alloc(1.5), lambda: arena.alloc(True),
+                 lambda: arena.alloc(None), lambda: arena.alloc(10, align="8"),
+                 lambda: arena.alloc(10, align=8.0), lambda: arena.receive(0, "10"),
+                 lambda: arena.receive(None, 10), lambda: arena.free_offset(1.0),
+                 lambda: arena.free_offset(False), lambda: arena.offset_of("x"),
+                 lambda: arena.offset_of(None)):
+        with pytest.raises(TypeError, match="must be an int"):
+            call()
     assert arena.stats().invalid_frees == 0
+
+
+@pytest.mark.parametrize("failure", [RuntimeError, KeyboardInterrupt])
+def test_failed_init_removes_only_the_file_it_created(name, monkeypatch, failure):
+    """Issue 13 item 9: a step after pf_shared_create that raises must not leave the new
+    file behind (nor an attach); an attach that fails must not remove the creator's file."""
+    def broken(*args):
+        raise failure("injected after the create")
+
+    monkeypatch.setattr(shared.SharedArena, "_stats_now", staticmethod(broken))
+    with pytest.raises(failure, match="injected"):
+        pyfrag.SharedArena(name, create=True, size=SIZE, backing="4k")
+    assert not os.path.exists("/dev/shm/pyfrag." + name)
+    monkeypatch.undo()
+    with pyfrag.SharedArena(name, create=True, size=SIZE, backing="4k") as creator:
+        monkeypatch.setattr(shared.SharedArena, "_stats_now", staticmethod(broken))
+        with pytest.raises(failure, match="injected"):
+            pyfrag.SharedArena(name)  # an attach: the file is the creator's
+        monkeypatch.undo()
+        assert os.path.exists(creator.path)
+        assert creator.stats().processes == 1  # the failed attach was detached
+    assert not os.path.exists("/dev/shm/pyfrag." + name)
 
 
 def test_double_close_and_use_after_close(name):
