@@ -239,9 +239,9 @@ void pf__stats_print(int fd)
 	add(&l, "\n  memory       ");
 	add_number(&l, "peak committed bytes ", s.peak_committed_bytes);
 	add_number(&l, ", committed now ", s.committed_bytes);
-	add_number(&l, ", threads ", s.threads);
 	add_number(&l, "; regions ", s.arena_regions);
 	add_number(&l, ", reserved ", s.arena_reserved_bytes);
+	add_number(&l, ", threads ", s.threads);
 	add(&l, "\n");
 	l.pieces[l.npieces] = NULL;
 	pf__write_all(fd, l.pieces);
