@@ -24,7 +24,7 @@ from ctypes import (POINTER, c_char_p, c_int, c_longlong, c_size_t, c_uint, c_ui
                     c_void_p)
 
 ABI_VERSION = 2
-STATS_VERSION = 2
+STATS_VERSION = 3
 LIBRARY_NAME = "libpyfrag.so"
 ENV_LIBRARY = "PYFRAG_LIBRARY"
 

@@ -49,8 +49,11 @@ def format_text(report: dict) -> str:
     lines = [
         "pyfrag %s" % report["version"],
         "library   %s (version %s, ABI %d)" % (lib["path"], lib["version"], lib["abi"]),
-        "arena     0x%x .. 0x%x (%.1f GiB reserved)"
-        % (arena["base"], arena["base"] + arena["size"], arena["size"] / 2**30),
+        "arena     0x%x .. 0x%x (first region, %.1f GiB); %d region(s), %.1f GiB reserved, "
+        "cap %.1f GiB" % (arena["base"], arena["base"] + arena["size"], arena["size"] / 2**30,
+                          report["stats"]["arena_regions"],
+                          report["stats"]["arena_reserved_bytes"] / 2**30,
+                          report["stats"]["arena_cap_bytes"] / 2**30),
         "hugetlb   %s total, %s free, page size %s"
         % (huge["hugetlb_total"], huge["hugetlb_free"], _mib(huge["hugepage_size"])),
         "THP       enabled=%s defrag=%s" % (huge["thp_enabled"], huge["thp_defrag"]),

@@ -52,6 +52,11 @@ class Stats:
     malloc_medium: int
     malloc_large: int
     foreign_frees: int
+    libc_allocs: int
+    libc_frees: int
+    arena_regions: int
+    arena_reserved_bytes: int
+    arena_cap_bytes: int
 
 
 FIELDS = tuple(field.name for field in dataclasses.fields(Stats))

@@ -250,7 +250,7 @@ PF_API const char *pf_option_doc(size_t index);
 
 /* ---- statistics ------------------------------------------------------- */
 
-#define PF_STATS_VERSION 2
+#define PF_STATS_VERSION 3
 
 /* X(name, doc): one row per counter; the struct, its names and docs all come from here. */
 #define PF_STATS_FIELDS(X)                                                              \
@@ -283,7 +283,12 @@ PF_API const char *pf_option_doc(size_t index);
 	X(malloc_small, "malloc-front allocations served by a page_frag cache")         \
 	X(malloc_medium, "malloc-front allocations served by a page run")               \
 	X(malloc_large, "malloc-front allocations served by a run of whole chunks")     \
-	X(foreign_frees, "frees of pointers outside the arena, ignored")
+	X(foreign_frees, "frees of pointers outside the arena, ignored")                 \
+	X(libc_allocs, "malloc-front requests pyfrag could not serve, handed to libc (degraded)") \
+	X(libc_frees, "frees of those blocks, handed back to libc")                     \
+	X(arena_regions, "address-space regions the arena has reserved")                \
+	X(arena_reserved_bytes, "address space reserved in them now")                   \
+	X(arena_cap_bytes, "most address space the arena may reserve (PYFRAG_ARENA, RLIMIT_AS)")
 
 typedef struct pf_stats {
 	uint32_t size;    /* sizeof(pf_stats_t) in the library */

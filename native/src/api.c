@@ -114,7 +114,7 @@ int pf_arena_range(uintptr_t *base, size_t *size)
 	if (!pf__init_ok())
 		return -1;
 	*base = pf__arena.base;
-	*size = pf__arena.size;
+	*size = pf__first_region_size();
 	return 0;
 }
 

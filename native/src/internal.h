@@ -4,7 +4,7 @@
  *
  * Layers, bottom to top, each knowing only those below it:
  *   os.c         mmap/munmap/madvise, hugetlb/THP probing
- *   arena.c      one VA reservation, 2 MiB chunks committed on demand, page metadata
+ *   arena.c      VA regions reserved as needed, 2 MiB chunks committed on demand, page metadata
  *   page_alloc.c buddy allocator (orders 0..9) + per-thread page lists + reserve
  *   page_frag.c  the page_frag algorithm
  *   meta.c       fixed-size pools for pyfrag's own objects (never from malloc)
@@ -61,7 +61,8 @@ enum pf_hugepages_mode { PF_HP_AUTO, PF_HP_HUGETLB, PF_HP_THP, PF_HP_OFF };
 	X(reserve, "PYFRAG_RESERVE", "64K", PF_OPT_SIZE, true,                                      \
 	  "emergency reserve of 4 KiB pages for order-0 refills when nothing else is left")       \
 	X(arena, "PYFRAG_ARENA", "64G", PF_OPT_SIZE, true,                                          \
-	  "virtual address space reserved once for all of pyfrag's memory")                       \
+	  "cap on the address space reserved for pyfrag's memory, in regions as needed (one "      \
+	  "region of all of it without ulimit -v); clamped to 4M..16T, and to RLIMIT_AS")          \
 	X(pcp_high, "PYFRAG_PCP_HIGH", "16", PF_OPT_COUNT, false,                                  \
 	  "blocks per order a thread keeps on its page lists before giving a batch back")          \
 	X(frag_max, "PYFRAG_FRAG_MAX", "4080", PF_OPT_SIZE, false,                                 \
@@ -76,6 +77,10 @@ enum pf_hugepages_mode { PF_HP_AUTO, PF_HP_HUGETLB, PF_HP_THP, PF_HP_OFF };
 	  "print a statistics summary on stderr at exit (when preloaded)")
 
 enum pf_option_kind { PF_OPT_COUNT, PF_OPT_SIZE, PF_OPT_HUGEPAGES, PF_OPT_BOOL };
+
+/* PYFRAG_ARENA's range: two chunks (the reserve's and one), and what 32-bit page numbers reach. */
+#define PF_ARENA_MIN_BYTES ((size_t)2 << 21)
+#define PF_ARENA_MAX_BYTES ((size_t)(UINT32_MAX >> 9) << 21)
 
 struct pf_options {
 #define PF_OPTION_FIELD_(field, env, def, kind, fixed, doc) _Atomic long long field;
@@ -123,6 +128,8 @@ enum pf_counter {
 	PF_CTR_RETIRED_MALLOC_MEDIUM,
 	PF_CTR_MALLOC_LARGE,
 	PF_CTR_FOREIGN_FREES,
+	PF_CTR_LIBC_ALLOCS, /* malloc front degraded: requests handed to libc's allocator */
+	PF_CTR_LIBC_FREES,
 	PF_CTR_COUNT
 };
 
@@ -160,6 +167,10 @@ struct pf_os_ops {
 PF_INTERNAL extern struct pf_os_ops pf__os;
 /* Map metadata memory (read-write, zero, lazily backed). NULL on failure. */
 PF_INTERNAL void *pf__os_map_meta(size_t size);
+/* Address space RLIMIT_AS still allows this process (SIZE_MAX: no limit). */
+PF_INTERNAL size_t pf__os_space_left(void);
+/* The whole limit (SIZE_MAX: none). */
+PF_INTERNAL size_t pf__os_space_limit(void);
 PF_INTERNAL void pf__os_unmap(void *addr, size_t size);
 
 /* ---- arena.c -------------------------------------------------------------- */
@@ -207,29 +218,74 @@ static inline void pf__set_state(struct pf_page *page, enum pf_page_state state)
 	atomic_store_explicit(&page->state, (uint8_t)state, memory_order_relaxed);
 }
 
+/*
+ * A region: one reservation of address space, cut into 2 MiB chunk slots.
+ * Its slots are numbered from first_slot in one slot space shared by all
+ * regions, so a page's number (slot * 512 + page in chunk) indexes the one
+ * page-metadata array whichever region holds it. Written under
+ * pf__page_lock; slots is read without it (a trim lowers it).
+ */
+struct pf_region {
+	uintptr_t base;         /* 2 MiB aligned */
+	uint32_t first_slot;    /* its first slot's number in the slot space */
+	uint32_t index_slots;   /* slot numbers it owns (its size when reserved) */
+	_Atomic uint32_t slots; /* slots reserved now (a trim gives back the never-used tail) */
+	uint32_t fresh;         /* slots below (counted from first_slot) were used at least once */
+	uint32_t released;      /* of those, how many are free again */
+};
+
+#define PF_REGIONS_MAX 32
+
 struct pf_arena {
-	uintptr_t base;          /* 2 MiB aligned */
-	size_t size;             /* bytes, a multiple of 2 MiB */
-	uint32_t chunk_slots;    /* size / 2 MiB; the last slot holds the reserve */
-	struct pf_page *pages;   /* one per 4 KiB page */
-	uint8_t *chunk_backing;  /* enum pf_backing per slot */
-	uint64_t *released;      /* bitmap: slot used before, now free again */
-	uint32_t released_count;
-	uint32_t next_fresh_slot; /* slots below were used at least once */
+	/* region 0, read by every free: its range check is the common case's only compare */
+	uintptr_t base;            /* set once at init */
+	_Atomic size_t size;       /* bytes reserved now */
+	uint32_t first_pages;      /* page numbers region 0 owns: [0, first_pages) */
+	_Atomic uint32_t nregions; /* regions[0 .. nregions) are published (release/acquire) */
+	struct pf_page *pages;     /* one per 4 KiB page of the slot space */
+	uint32_t chunk_slots;      /* size of the slot space; slot 0 holds the reserve */
+	uint32_t next_slot;        /* first slot number no region owns */
+	uint8_t *chunk_backing;    /* enum pf_backing per slot */
+	uint64_t *released;        /* bitmap: slot used before, now free again */
+	size_t cap;                /* PYFRAG_ARENA as clamped: most address space reserved at once */
+	size_t reserved;           /* bytes reserved in all regions now */
+	struct pf_region regions[PF_REGIONS_MAX];
 };
 
 PF_INTERNAL extern struct pf_arena pf__arena;
 
-/* Reserve the VA range (or halves of it, down to 1 GiB) and metadata. 0, or -1 with errno. Once, at init. */
+/*
+ * Map the page metadata for a slot space of PYFRAG_ARENA (twice that under
+ * an address-space limit, for the holes trims leave) and reserve the first
+ * region. 0, or -1 with errno. Once, at init.
+ */
 PF_INTERNAL int pf__arena_init(size_t size);
 
+/* Slow halves of the lookups below, for pointers outside region 0. */
+PF_INTERNAL bool pf__in_other_region(uintptr_t addr);
+PF_INTERNAL uint32_t pf__page_index_other(uintptr_t addr);
+PF_INTERNAL uintptr_t pf__page_address_other(uint32_t number);
+
+static inline size_t pf__first_region_size(void)
+{
+	return atomic_load_explicit(&pf__arena.size, memory_order_relaxed);
+}
+
+/* Is addr inside one of the arena's regions? One compare for region 0; the table on a miss. */
 static inline bool pf__in_arena(const void *addr)
 {
-	return (uintptr_t)addr - pf__arena.base < pf__arena.size;
+	if (PF_LIKELY((uintptr_t)addr - pf__arena.base < pf__first_region_size()))
+		return true;
+	return PF_UNLIKELY(atomic_load_explicit(&pf__arena.nregions, memory_order_relaxed) > 1) &&
+	       pf__in_other_region((uintptr_t)addr);
 }
+/* The page number of an address inside the arena (pf__in_arena says so). */
 static inline uint32_t pf__page_index(const void *addr)
 {
-	return (uint32_t)(((uintptr_t)addr - pf__arena.base) >> PF_PAGE_SHIFT);
+	uintptr_t offset = (uintptr_t)addr - pf__arena.base;
+	if (PF_LIKELY(offset < pf__first_region_size()))
+		return (uint32_t)(offset >> PF_PAGE_SHIFT);
+	return pf__page_index_other((uintptr_t)addr);
 }
 static inline struct pf_page *pf__page_at(uint32_t index)
 {
@@ -241,7 +297,10 @@ static inline uint32_t pf__page_number(const struct pf_page *page)
 }
 static inline void *pf__page_address(const struct pf_page *page)
 {
-	return (void *)(pf__arena.base + ((uintptr_t)pf__page_number(page) << PF_PAGE_SHIFT));
+	uint32_t number = pf__page_number(page);
+	if (PF_LIKELY(number < pf__arena.first_pages))
+		return (void *)(pf__arena.base + ((uintptr_t)number << PF_PAGE_SHIFT));
+	return (void *)pf__page_address_other(number);
 }
 
 /*
@@ -267,7 +326,7 @@ PF_INTERNAL uint32_t pf__arena_commit_run(uint32_t n, size_t align);
 PF_INTERNAL int pf__arena_release_run(uint32_t first_page, uint32_t n);
 /* Commit the n chunks right after a run if their slots are free; 0 or -1 (caller holds pf__page_lock). */
 PF_INTERNAL int pf__arena_extend_run(uint32_t first_page, uint32_t n, uint32_t more);
-/* Commit the reserve pages in the last slot; returns their first page number or PF_NIL. */
+/* Commit the reserve pages in slot 0; returns their first page number or PF_NIL. */
 PF_INTERNAL uint32_t pf__arena_commit_reserve(uint32_t pages);
 /* Any hugetlb chunk committed now? (caller holds pf__page_lock) */
 PF_INTERNAL bool pf__arena_has_hugetlb(void);
@@ -280,6 +339,8 @@ struct pf_arena_counts {
 	uint64_t by_backing[4]; /* committed chunks per enum pf_backing */
 	uint64_t committed_bytes;
 	uint64_t peak_committed_bytes;
+	uint64_t regions_added; /* regions reserved after the first */
+	uint64_t trims;         /* never-used region tails given back to make room */
 };
 PF_INTERNAL extern struct pf_arena_counts pf__arena_counts; /* under pf__page_lock */
 
@@ -590,6 +651,8 @@ PF_INTERNAL void *pf__aligned_alloc(size_t align, size_t size);
 PF_INTERNAL void *pf__valloc(size_t size);
 PF_INTERNAL void *pf__pvalloc(size_t size);
 PF_INTERNAL size_t pf__malloc_usable_size(void *ptr);
+/* malloc_usable_size of the other allocator (glibc's, or a sanitizer runtime's). */
+PF_INTERNAL size_t pf__other_usable_size(void *ptr);
 /* options.c, after the options were loaded or one was set: malloc's cached limits follow. */
 PF_INTERNAL void pf__malloc_options_changed(void);
 

@@ -18,6 +18,16 @@
  * The route of a pointer is read from its head page's flags; the arena range
  * check tells pyfrag's pointers from anything else.
  *
+ * Degraded mode: a request pyfrag cannot serve (no address space left for
+ * another region: ulimit -v; or the OS refused memory) goes to libc's own
+ * allocator (__libc_malloc and friends, or a sanitizer runtime's), so the
+ * program gets what glibc would have given it; only PYFRAG_LIMIT, a cap the
+ * user asked for, and sizes no allocator can serve stay ENOMEM. The first
+ * time, one line on stderr says so; libc_allocs counts them. From then on a
+ * pointer outside the arena is libc's: free, realloc and
+ * malloc_usable_size hand it to libc (which aborts on one it never made,
+ * as glibc alone would), where before a degradation it is ignored.
+ *
  * Errors follow glibc: ENOMEM for every failure (overflow included), EINVAL
  * for bad alignments, errno left alone on success and by free. Misuse that
  * glibc aborts on (double free, invalid pointer, corrupted header, refcount
@@ -27,6 +37,7 @@
  */
 #include "internal.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -496,6 +507,98 @@ static void foreign_free(void)
 	pf__count(PF_CTR_FOREIGN_FREES, 1);
 }
 
+/* ---- degraded: libc's allocator for what pyfrag cannot serve ------------------------- */
+
+#ifdef PF_SANITIZED
+#define LIBC(name) __interceptor_##name
+#else
+#define LIBC(name) __libc_##name
+#endif
+extern void *LIBC(malloc)(size_t size);
+extern void *LIBC(calloc)(size_t n, size_t size);
+extern void *LIBC(realloc)(void *ptr, size_t size);
+extern void LIBC(free)(void *ptr);
+extern void *LIBC(memalign)(size_t align, size_t size);
+
+static _Atomic bool degraded;
+static _Atomic uint32_t init_skips;
+
+size_t pf__other_usable_size(void *ptr)
+{
+#ifdef PF_SANITIZED
+	extern size_t __interceptor_malloc_usable_size(void *ptr);
+	return ptr ? __interceptor_malloc_usable_size(ptr) : 0;
+#else
+	/* glibc has no other name for it: found once, off pyfrag's own path */
+	static size_t (*_Atomic libc_usable)(void *);
+	size_t (*fn)(void *) = atomic_load_explicit(&libc_usable, memory_order_acquire);
+	if (!fn) {
+		fn = (size_t (*)(void *))dlsym(RTLD_NEXT, "malloc_usable_size");
+		atomic_store_explicit(&libc_usable, fn, memory_order_release);
+	}
+	return fn && ptr ? fn(ptr) : 0;
+#endif
+}
+
+/* A pointer outside the arena that libc made: any, once degraded (sanitizer builds: the runtime's). */
+static bool libc_block(const void *ptr)
+{
+	if (PF_LIKELY(!atomic_load_explicit(&degraded, memory_order_relaxed)))
+		return false;
+#ifdef PF_SANITIZED
+	return runtime_owns(ptr);
+#else
+	return ptr != NULL;
+#endif
+}
+
+static __attribute__((cold)) void say_degraded(void)
+{
+	if (atomic_exchange(&degraded, true))
+		return;
+	const char *pieces[] = { "pyfrag: warning: out of address space or memory (ulimit -v?); "
+				 "requests pyfrag cannot serve now go to libc's malloc\n", NULL };
+	pf__write_all(2, pieces);
+}
+
+static void *out_of_memory(void);
+
+/*
+ * pyfrag could not serve a request glibc may still serve: hand it to libc,
+ * unless PYFRAG_LIMIT asked for the failure. zero (calloc) asks for zeroed
+ * memory and says whether it is.
+ */
+static __attribute__((noinline, cold)) void *degrade(size_t size, size_t align, bool *zero)
+{
+	if (PF_OPT(limit) > 0)
+		return out_of_memory();
+	int saved = errno;
+	say_degraded();
+	void *ptr;
+	if (zero && align <= PF_MIN_ALIGN)
+		ptr = LIBC(calloc)(1, size);
+	else
+		ptr = align <= PF_MIN_ALIGN ? LIBC(malloc)(size) : LIBC(memalign)(align, size);
+	if (!ptr)
+		return out_of_memory();
+	pf__count(PF_CTR_LIBC_ALLOCS, 1);
+	if (zero)
+		*zero = align <= PF_MIN_ALIGN;
+	errno = saved;
+	return ptr;
+}
+
+/* Initialised, or not: once degraded, a failed init is retried every 256th call, not each. */
+static bool init_ready(void)
+{
+	if (PF_LIKELY(atomic_load_explicit(&pf__ready, memory_order_acquire) == 1))
+		return true;
+	if (atomic_load_explicit(&degraded, memory_order_relaxed) &&
+	    atomic_fetch_add_explicit(&init_skips, 1, memory_order_relaxed) % 256 != 0)
+		return false;
+	return pf__ensure_init() == 0;
+}
+
 /* ---- entry points ------------------------------------------------------------------ */
 
 static void *out_of_memory(void)
@@ -511,8 +614,8 @@ static void *alloc_slow(size_t size, size_t align, bool *fresh)
 	int saved = errno;
 	if (size > PTRDIFF_MAX || align > PTRDIFF_MAX)
 		return out_of_memory();
-	if (!pf__init_ok())
-		return out_of_memory();
+	if (!init_ready())
+		return degrade(size, align, fresh);
 	void *ptr = NULL;
 	bool zero = false;
 	size_t max = small_max();
@@ -524,8 +627,10 @@ static void *alloc_slow(size_t size, size_t align, bool *fresh)
 		ptr = medium_alloc(size ? size : 1, align);
 	else
 		ptr = large_alloc(size, align > PF_CHUNK_SIZE ? align : PF_CHUNK_SIZE, &zero);
-	if (!ptr)
-		return out_of_memory();
+	if (!ptr) {
+		errno = saved;
+		return degrade(size, align, fresh);
+	}
 	if (fresh)
 		*fresh = zero;
 	errno = saved;
@@ -580,8 +685,12 @@ static __attribute__((noinline)) void free_slow(struct pf_thread *t, void *ptr)
 		return;
 	}
 	if (PF_UNLIKELY(!pf__in_arena(ptr))) {
-		if (ptr)
+		if (libc_block(ptr)) {
+			pf__count(PF_CTR_LIBC_FREES, 1);
+			LIBC(free)(ptr);
+		} else if (ptr) {
 			foreign_free();
+		}
 		return;
 	}
 	struct pf_page *page = block_of("free", ptr);
@@ -623,6 +732,8 @@ size_t pf__malloc_usable_size(void *ptr)
 	if (!ptr)
 		return 0;
 	if (!pf__in_arena(ptr)) {
+		if (libc_block(ptr))
+			return pf__other_usable_size(ptr);
 		size_t size = foreign_size(ptr);
 		return size == SIZE_MAX ? 0 : size;
 	}
@@ -646,6 +757,8 @@ static void *realloc_move(void *ptr, size_t old_size, size_t size, bool free_old
 
 static void *realloc_foreign(void *ptr, size_t size)
 {
+	if (libc_block(ptr)) /* it stays libc's */
+		return LIBC(realloc)(ptr, size);
 	size_t old = foreign_size(ptr);
 	if (old == SIZE_MAX) { /* nobody can say how many bytes are there */
 		foreign_free();

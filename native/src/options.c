@@ -6,6 +6,9 @@
  * Sizes take K/M/G/T suffixes (powers of 1024, an optional trailing B or iB);
  * switches take 1/yes/on/true and 0/no/off/false.
  * Options marked fixed are frozen once the arena exists (EBUSY afterwards).
+ * A size the arena cannot use (PYFRAG_ARENA outside 4 MiB..16 TiB) is
+ * clamped to the nearest it can, not refused: the option then reads back
+ * what pyfrag will use.
  */
 #include "internal.h"
 
@@ -105,6 +108,16 @@ static bool parse_value(const struct option_row *row, const char *text, long lon
 	return false;
 }
 
+/* The value the option will use: PYFRAG_ARENA is clamped to what the arena can reserve. */
+static long long usable(const struct option_row *row, long long value)
+{
+	if (row->value != &pf__options.arena)
+		return value;
+	if (value < (long long)PF_ARENA_MIN_BYTES)
+		return (long long)PF_ARENA_MIN_BYTES;
+	return value > (long long)PF_ARENA_MAX_BYTES ? (long long)PF_ARENA_MAX_BYTES : value;
+}
+
 /* The value of NAME in environ, or NULL. */
 const char *pf__env_value(const char *name)
 {
@@ -125,7 +138,7 @@ static void load(void)
 		/* a bad value in the environment falls back to the default, never aborts */
 		if (!text || !parse_value(&rows[i], text, &value))
 			parse_value(&rows[i], rows[i].def, &value);
-		atomic_store_explicit(rows[i].value, value, memory_order_relaxed);
+		atomic_store_explicit(rows[i].value, usable(&rows[i], value), memory_order_relaxed);
 	}
 	pf__malloc_options_changed();
 }
@@ -162,7 +175,7 @@ int pf_option_set(const char *name, const char *value)
 		pf__fail(EBUSY, "this option is fixed once the arena exists; set it in the environment");
 		return -1;
 	}
-	atomic_store_explicit(row->value, parsed, memory_order_relaxed);
+	atomic_store_explicit(row->value, usable(row, parsed), memory_order_relaxed);
 	pf__malloc_options_changed();
 	if (row->value == &pf__options.retain && atomic_load(&pf__ready) == 1)
 		pf__release_empty_chunks();

@@ -16,12 +16,18 @@
  *            nowhere (never over an existing mapping), or anywhere for NULL.
  * unmap()    munmap.
  * They sit in a table (pf__os) so tests can inject failures (debug.c).
+ * pf__os_space_left() says how much address space RLIMIT_AS still allows
+ *            (the limit less /proc/self/statm's size), so the arena can size
+ *            its regions to it; every mapping counts, PROT_NONE ones too.
  */
 #include "internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #ifndef MAP_HUGETLB
 #define MAP_HUGETLB 0x40000
@@ -141,6 +147,40 @@ void *pf__os_map_meta(size_t size)
 void pf__os_unmap(void *addr, size_t size)
 {
 	(void)pf__os.unmap(addr, size);
+}
+
+size_t pf__os_space_limit(void)
+{
+	struct rlimit lim;
+	if (getrlimit(RLIMIT_AS, &lim) != 0 || lim.rlim_cur == RLIM_INFINITY || lim.rlim_cur > SIZE_MAX)
+		return SIZE_MAX;
+	return (size_t)lim.rlim_cur;
+}
+
+/* The process's mapped bytes (statm's first field), or 0 if /proc cannot say. */
+static size_t mapped_bytes(void)
+{
+	char buf[64];
+	int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	size_t pages = 0;
+	for (ssize_t i = 0; i < n && buf[i] >= '0' && buf[i] <= '9'; i++)
+		pages = pages * 10 + (size_t)(buf[i] - '0');
+	return pages * (size_t)sysconf(_SC_PAGESIZE);
+}
+
+size_t pf__os_space_left(void)
+{
+	size_t limit = pf__os_space_limit();
+	if (limit == SIZE_MAX)
+		return SIZE_MAX;
+	int saved = errno;
+	size_t used = mapped_bytes();
+	errno = saved;
+	return used < limit ? limit - used : 0;
 }
 
 /*

@@ -31,7 +31,6 @@
  */
 #include "shared_layout.h"
 
-#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <malloc.h>
@@ -215,16 +214,9 @@ PF_EXPORT size_t malloc_usable_size(void *ptr)
 		return pf__malloc_usable_size(ptr);
 #ifdef PF_SANITIZED
 	extern size_t __interceptor_malloc_usable_size(void *ptr);
-	return __interceptor_malloc_usable_size(ptr);
+	return __interceptor_malloc_usable_size(ptr); /* uninstrumented: may run before the runtime */
 #else
-	/* glibc has no other name for it: found once, off pyfrag's own path */
-	static size_t (*_Atomic libc_usable)(void *);
-	size_t (*fn)(void *) = atomic_load_explicit(&libc_usable, memory_order_acquire);
-	if (!fn) {
-		fn = (size_t (*)(void *))dlsym(RTLD_NEXT, "malloc_usable_size");
-		atomic_store_explicit(&libc_usable, fn, memory_order_release);
-	}
-	return fn && ptr ? fn(ptr) : 0;
+	return pf__other_usable_size(ptr);
 #endif
 }
 

@@ -84,6 +84,8 @@ static void snapshot(pf_stats_t *s)
 	s->malloc_medium += counter(PF_CTR_RETIRED_MALLOC_MEDIUM);
 	s->malloc_large = counter(PF_CTR_MALLOC_LARGE);
 	s->foreign_frees = counter(PF_CTR_FOREIGN_FREES);
+	s->libc_allocs = counter(PF_CTR_LIBC_ALLOCS);
+	s->libc_frees = counter(PF_CTR_LIBC_FREES);
 
 	struct pf_page_counts pages;
 	pthread_mutex_lock(&pf__page_lock);
@@ -92,6 +94,9 @@ static void snapshot(pf_stats_t *s)
 	s->chunks_4k = pf__arena_counts.by_backing[PF_BACKING_4K];
 	s->committed_bytes = pf__arena_counts.committed_bytes;
 	s->peak_committed_bytes = pf__arena_counts.peak_committed_bytes;
+	s->arena_regions = atomic_load_explicit(&pf__arena.nregions, memory_order_relaxed);
+	s->arena_reserved_bytes = pf__arena.reserved;
+	s->arena_cap_bytes = pf__arena.cap;
 	pthread_mutex_unlock(&pf__page_lock);
 	pf__page_counts_get(&pages);
 	s->chunks_empty = pages.empty_chunks;
@@ -177,20 +182,20 @@ void pf__write_all(int fd, const char *const *pieces)
 
 /* The summary: pieces and the digits they point to, written with one call. */
 struct summary {
-	const char *pieces[96];
-	char digits[32][24];
+	const char *pieces[112];
+	char digits[40][24];
 	int npieces, ndigits;
 };
 
 static void add(struct summary *l, const char *text)
 {
-	if (l->npieces < 95)
+	if (l->npieces < 111)
 		l->pieces[l->npieces++] = text;
 }
 
 static void add_number(struct summary *l, const char *name, uint64_t value)
 {
-	if (l->ndigits == 32)
+	if (l->ndigits == 40)
 		return;
 	char *buf = l->digits[l->ndigits++];
 	add(l, name);
@@ -212,6 +217,7 @@ void pf__stats_print(int fd)
 	add_number(&l, ", medium (page runs) ", s.malloc_medium);
 	add_number(&l, ", large (chunk runs) ", s.malloc_large);
 	add_number(&l, ", failed ", s.alloc_failures);
+	add_number(&l, ", from libc (degraded) ", s.libc_allocs);
 	add(&l, "\n  frees        ");
 	add_number(&l, "total ", s.frees);
 	add_number(&l, ", on the owner's bias ", s.bias_frees);
@@ -233,6 +239,8 @@ void pf__stats_print(int fd)
 	add(&l, "\n  memory       ");
 	add_number(&l, "peak committed bytes ", s.peak_committed_bytes);
 	add_number(&l, ", committed now ", s.committed_bytes);
+	add_number(&l, "; regions ", s.arena_regions);
+	add_number(&l, ", reserved ", s.arena_reserved_bytes);
 	add_number(&l, ", threads ", s.threads);
 	add(&l, "\n");
 	l.pieces[l.npieces] = NULL;
