@@ -653,6 +653,26 @@ PF_INTERNAL void *pf__pvalloc(size_t size);
 PF_INTERNAL size_t pf__malloc_usable_size(void *ptr);
 /* malloc_usable_size of the other allocator (glibc's, or a sanitizer runtime's). */
 PF_INTERNAL size_t pf__other_usable_size(void *ptr);
+
+/*
+ * The other allocator: glibc's, under its __libc_* names, or in a sanitizer
+ * build the runtime's (its exported __interceptor_* entry points). preload.c
+ * hands it calls before pyfrag's malloc is decided on; malloc.c what pyfrag
+ * cannot serve (degraded mode).
+ */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define PF_SANITIZED 1
+#define PF_OTHER(name) __interceptor_##name
+#else
+#define PF_OTHER(name) __libc_##name
+#endif
+extern void *PF_OTHER(malloc)(size_t size);
+extern void *PF_OTHER(calloc)(size_t n, size_t size);
+extern void *PF_OTHER(realloc)(void *ptr, size_t size);
+extern void PF_OTHER(free)(void *ptr);
+extern void *PF_OTHER(memalign)(size_t align, size_t size);
+extern void *PF_OTHER(valloc)(size_t size);
+extern void *PF_OTHER(pvalloc)(size_t size);
 /* options.c, after the options were loaded or one was set: malloc's cached limits follow. */
 PF_INTERNAL void pf__malloc_options_changed(void);
 

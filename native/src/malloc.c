@@ -474,14 +474,13 @@ static inline bool is_run(const struct pf_page *head)
 
 /* ---- pointers from elsewhere -------------------------------------------------------- */
 
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#ifdef PF_SANITIZED
 /*
  * A sanitizer build preloaded beside its runtime meets the runtime's own
  * blocks: its interceptors (strdup and such) allocate with its allocator,
  * and so does everything before this library's constructor (see
  * preload.c). The runtime can say which blocks are its own, and how big.
  */
-#define PF_SANITIZED 1
 extern int __sanitizer_get_ownership(const volatile void *p) __attribute__((weak));
 extern size_t __sanitizer_get_allocated_size(const volatile void *p) __attribute__((weak));
 
@@ -508,17 +507,6 @@ static void foreign_free(void)
 }
 
 /* ---- degraded: libc's allocator for what pyfrag cannot serve ------------------------- */
-
-#ifdef PF_SANITIZED
-#define LIBC(name) __interceptor_##name
-#else
-#define LIBC(name) __libc_##name
-#endif
-extern void *LIBC(malloc)(size_t size);
-extern void *LIBC(calloc)(size_t n, size_t size);
-extern void *LIBC(realloc)(void *ptr, size_t size);
-extern void LIBC(free)(void *ptr);
-extern void *LIBC(memalign)(size_t align, size_t size);
 
 static _Atomic bool degraded;
 static _Atomic uint32_t init_skips;
@@ -576,9 +564,9 @@ static __attribute__((noinline, cold)) void *degrade(size_t size, size_t align, 
 	say_degraded();
 	void *ptr;
 	if (zero && align <= PF_MIN_ALIGN)
-		ptr = LIBC(calloc)(1, size);
+		ptr = PF_OTHER(calloc)(1, size);
 	else
-		ptr = align <= PF_MIN_ALIGN ? LIBC(malloc)(size) : LIBC(memalign)(align, size);
+		ptr = align <= PF_MIN_ALIGN ? PF_OTHER(malloc)(size) : PF_OTHER(memalign)(align, size);
 	if (!ptr)
 		return out_of_memory();
 	pf__count(PF_CTR_LIBC_ALLOCS, 1);
@@ -687,7 +675,7 @@ static __attribute__((noinline)) void free_slow(struct pf_thread *t, void *ptr)
 	if (PF_UNLIKELY(!pf__in_arena(ptr))) {
 		if (libc_block(ptr)) {
 			pf__count(PF_CTR_LIBC_FREES, 1);
-			LIBC(free)(ptr);
+			PF_OTHER(free)(ptr);
 		} else if (ptr) {
 			foreign_free();
 		}
@@ -758,7 +746,7 @@ static void *realloc_move(void *ptr, size_t old_size, size_t size, bool free_old
 static void *realloc_foreign(void *ptr, size_t size)
 {
 	if (libc_block(ptr)) /* it stays libc's */
-		return LIBC(realloc)(ptr, size);
+		return PF_OTHER(realloc)(ptr, size);
 	size_t old = foreign_size(ptr);
 	if (old == SIZE_MAX) { /* nobody can say how many bytes are there */
 		foreign_free();

@@ -48,14 +48,11 @@
  * instrumented themselves. malloc.c recognises the runtime's blocks later.
  * Elsewhere the other allocator is glibc's, under its __libc_* names.
  */
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define PF_SANITIZED 1
+#ifdef PF_SANITIZED
 #define PF_UNINSTRUMENTED __attribute__((no_sanitize("address"), no_sanitize("thread")))
 static _Atomic bool runtime_up;
-#define OTHER(name) __interceptor_##name
 #else
 #define PF_UNINSTRUMENTED
-#define OTHER(name) __libc_##name
 #endif
 
 #define PF_EXPORT __attribute__((visibility("default"))) PF_UNINSTRUMENTED
@@ -64,14 +61,6 @@ void cfree(void *ptr);
 void free_sized(void *ptr, size_t size);
 void free_aligned_sized(void *ptr, size_t align, size_t size);
 
-/* The other allocator: glibc's (GLIBC_2.2.5 names), or a sanitizer runtime's. */
-extern void *OTHER(malloc)(size_t size);
-extern void *OTHER(calloc)(size_t n, size_t size);
-extern void *OTHER(realloc)(void *ptr, size_t size);
-extern void OTHER(free)(void *ptr);
-extern void *OTHER(memalign)(size_t align, size_t size);
-extern void *OTHER(valloc)(size_t size);
-extern void *OTHER(pvalloc)(size_t size);
 
 /* ---- whose malloc ----------------------------------------------------------------- */
 
@@ -121,7 +110,7 @@ static inline PF_UNINSTRUMENTED bool ours(void)
 
 PF_EXPORT void *malloc(size_t size)
 {
-	return ours() ? pf__malloc(size) : OTHER(malloc)(size);
+	return ours() ? pf__malloc(size) : PF_OTHER(malloc)(size);
 }
 
 PF_EXPORT void free(void *ptr)
@@ -129,17 +118,17 @@ PF_EXPORT void free(void *ptr)
 	if (ours())
 		pf__free(ptr);
 	else
-		OTHER(free)(ptr);
+		PF_OTHER(free)(ptr);
 }
 
 PF_EXPORT void *calloc(size_t n, size_t size)
 {
-	return ours() ? pf__calloc(n, size) : OTHER(calloc)(n, size);
+	return ours() ? pf__calloc(n, size) : PF_OTHER(calloc)(n, size);
 }
 
 PF_EXPORT void *realloc(void *ptr, size_t size)
 {
-	return ours() ? pf__realloc(ptr, size) : OTHER(realloc)(ptr, size);
+	return ours() ? pf__realloc(ptr, size) : PF_OTHER(realloc)(ptr, size);
 }
 
 PF_EXPORT void *reallocarray(void *ptr, size_t n, size_t size)
@@ -151,7 +140,7 @@ PF_EXPORT void *reallocarray(void *ptr, size_t n, size_t size)
 		errno = ENOMEM;
 		return NULL;
 	}
-	return OTHER(realloc)(ptr, total);
+	return PF_OTHER(realloc)(ptr, total);
 }
 
 PF_EXPORT void cfree(void *ptr)
@@ -180,7 +169,7 @@ PF_EXPORT int posix_memalign(void **out, size_t align, size_t size)
 	if (align % sizeof(void *) != 0 || align == 0 || (align & (align - 1)) != 0)
 		return EINVAL;
 	int saved = errno;
-	void *ptr = OTHER(memalign)(align, size);
+	void *ptr = PF_OTHER(memalign)(align, size);
 	errno = saved;
 	if (!ptr)
 		return ENOMEM;
@@ -190,22 +179,22 @@ PF_EXPORT int posix_memalign(void **out, size_t align, size_t size)
 
 PF_EXPORT void *aligned_alloc(size_t align, size_t size)
 {
-	return ours() ? pf__aligned_alloc(align, size) : OTHER(memalign)(align, size);
+	return ours() ? pf__aligned_alloc(align, size) : PF_OTHER(memalign)(align, size);
 }
 
 PF_EXPORT void *memalign(size_t align, size_t size)
 {
-	return ours() ? pf__memalign(align, size) : OTHER(memalign)(align, size);
+	return ours() ? pf__memalign(align, size) : PF_OTHER(memalign)(align, size);
 }
 
 PF_EXPORT void *valloc(size_t size)
 {
-	return ours() ? pf__valloc(size) : OTHER(valloc)(size);
+	return ours() ? pf__valloc(size) : PF_OTHER(valloc)(size);
 }
 
 PF_EXPORT void *pvalloc(size_t size)
 {
-	return ours() ? pf__pvalloc(size) : OTHER(pvalloc)(size);
+	return ours() ? pf__pvalloc(size) : PF_OTHER(pvalloc)(size);
 }
 
 PF_EXPORT size_t malloc_usable_size(void *ptr)
