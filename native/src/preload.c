@@ -211,11 +211,34 @@ PF_EXPORT size_t malloc_usable_size(void *ptr)
 
 /* ---- preloaded or dlopen'ed ----------------------------------------------------- */
 
-/* Our own malloc, reached without the GOT: the process's malloc is ours iff they match. */
+/*
+ * Our own malloc, reached without the GOT: the process's malloc is ours iff
+ * they match. A non-PIE executable that takes malloc's address (Debian's
+ * /usr/bin/python3.11) makes its own PLT entry malloc's canonical address, so
+ * the GOT gives that stub (dlsym too). Then a call through it tells: a block
+ * from pyfrag's arena, or one pyfrag handed to libc (degraded mode), means
+ * the calls reach this copy.
+ */
 extern void *pf__own_malloc(size_t size) __attribute__((alias("malloc"), visibility("hidden"),
 	malloc, alloc_size(1), nothrow, leaf));
 
 static bool preloaded;
+
+static bool process_malloc_is_ours(void)
+{
+	/* a volatile read keeps the compiler from folding the GOT load into a constant */
+	void *(*volatile process_malloc)(size_t) = malloc;
+	if (process_malloc == pf__own_malloc)
+		return true;
+	void (*volatile process_free)(void *) = free;
+	uint64_t before = atomic_load_explicit(&pf__counters[PF_CTR_LIBC_ALLOCS], memory_order_relaxed);
+	void *probe = process_malloc(1);
+	bool ours_now = probe && (pf__in_arena(probe) ||
+				  atomic_load_explicit(&pf__counters[PF_CTR_LIBC_ALLOCS],
+						       memory_order_relaxed) != before);
+	process_free(probe);
+	return ours_now;
+}
 static int stats_fd = -1; /* a copy of stderr: programs such as coreutils close fd 2 at exit */
 
 /* ---- fork ------------------------------------------------------------------------------ */
@@ -283,9 +306,7 @@ __attribute__((constructor)) static void preload_init(void)
 #ifdef PF_SANITIZED
 	atomic_store_explicit(&runtime_up, true, memory_order_release);
 #endif
-	/* a volatile read keeps the compiler from folding the GOT load into a constant */
-	void *(*volatile process_malloc)(size_t) = malloc;
-	preloaded = process_malloc == pf__own_malloc && ours();
+	preloaded = ours() && process_malloc_is_ours();
 	(void)pthread_atfork(fork_prepare, fork_parent, fork_child);
 	pf__options_load();
 	if (preloaded && PF_OPT(stats))
