@@ -27,7 +27,7 @@ struct fault {
 
 static struct fault faults[PF_FAULT_SITES];
 static struct pf_os_ops real; /* the table as os.c made it */
-static bool installed;        /* under all three locks */
+static bool installed;        /* under all four locks */
 
 static const char *const site_names[PF_FAULT_SITES] = {
 	"reserve", "commit", "decommit", "madvise", "meta", "shared",
