@@ -39,6 +39,7 @@ Contract:
 """
 from __future__ import annotations
 
+import atexit
 import ctypes
 import dataclasses
 import os
@@ -234,6 +235,26 @@ def _undo_init(cdll, handle, create, created, raw_name, raw_dir) -> None:
         pass
 
 
+_live = weakref.WeakSet()  # open arenas: closed by _close_at_exit
+_exit_hook = []  # [True] once _close_at_exit is registered
+
+
+def _close_at_exit() -> None:
+    """At interpreter exit, close the arenas still open like close() does (daemon threads may
+    still be using them: the finalizer would unmap under their calls); one that cannot
+    close (a view still exported) stays mapped, and its name is removed if it would be."""
+    for arena in list(_live):
+        try:
+            arena.close()
+        except Exception:  # noqa: BLE001 - exiting: the mapping goes with the process
+            if arena._remove:
+                try:
+                    SharedArena.unlink(arena._name, arena._directory)
+                except Exception:  # noqa: BLE001 - gone already
+                    pass
+
+
+
 class SharedArena:
     """A shared arena, created or attached by name; see the module docstring."""
 
@@ -279,6 +300,10 @@ class SharedArena:
             self._finalizer = weakref.finalize(
                 self, _close_handle, cdll.pf_shared_detach,
                 cdll.pf_shared_unlink if remove else None, handle, raw_name, raw_dir)
+            self._finalizer.atexit = False  # _close_at_exit closes it, under the lock
+            if not _exit_hook:  # registered after weakref's own exit hook: runs before it
+                _exit_hook.append(atexit.register(_close_at_exit))
+            _live.add(self)
         except BaseException:
             _undo_init(cdll, handle, create, created, raw_name, raw_dir)
             raise

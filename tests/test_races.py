@@ -302,3 +302,48 @@ def test_reentry_from_signal_handler_and_gc_never_deadlocks(lib, shared):
         remove_arenas(prefix)
     words = out.split()
     assert int(words[1]) > 0 and int(words[3]) > 0
+
+
+# ---- interpreter exit while daemon threads still use an arena ---------------------------
+
+EXIT_RACE = """
+import atexit, sys, threading, time
+atexit.register(time.sleep, 0.3)  # runs after pyfrag's exit hooks: the daemons go on meanwhile
+import pyfrag
+sys.setswitchinterval(1e-6)
+arena = pyfrag.SharedArena(%(name)r, create=True, size=4 << 20, backing="4k")
+started = threading.Barrier(3)
+
+
+def work():
+    started.wait()
+    while True:
+        try:
+            frag = arena.alloc(32768)
+            bytes(frag)
+            frag[0:100] = bytes(100)
+            frag.free()
+        except pyfrag.FragError:
+            pass  # closed at exit: every later call and access raises
+
+
+for _ in range(2):
+    threading.Thread(target=work, daemon=True).start()
+started.wait()
+time.sleep(0.05)
+print("exiting")
+"""
+
+
+def test_exit_with_daemon_threads_using_an_arena(lib):
+    """At exit the arena is closed like close() (calls in flight first, later ones raise),
+    not detached under the daemon threads' calls by its finalizer; its file is removed."""
+    name = "race-exit-%d" % os.getpid()
+    try:
+        for _ in range(3):
+            proc = run_python(EXIT_RACE % {"name": name}, env=UNMAP_FREED,
+                              args=("-X", "faulthandler"), timeout=60)
+            assert proc.returncode == 0, proc.stderr[-3000:]
+            assert not os.path.exists("/dev/shm/pyfrag." + name)
+    finally:
+        remove_arenas(name)
