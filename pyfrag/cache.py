@@ -127,8 +127,17 @@ class PageInfo:
     reserve: bool
 
 
-def _destroy(destroy, handle: int) -> None:
-    destroy(handle)
+def _destroy(destroy, handle: int, lock) -> None:
+    # under the cache's lock: at interpreter exit (atexit) a daemon thread owning the cache
+    # may be inside a call on it
+    with lock:
+        destroy(handle)
+
+
+def _reentered(what: str) -> FragError:
+    return FragError("%s re-entered from inside a call on it in the same thread (a signal "
+                     "handler, __del__ or gc callback that ran in the middle of that call); "
+                     "close it after the call returns" % what)
 
 
 def _not_copyable(self, *args):
@@ -145,9 +154,12 @@ class FragCache:
         self._handle = handle
         self._owner = threading.get_ident()
         # held around each call into C with the handle, by close(), and briefly by its
-        # fragments' free() and pins (see the module docstring)
-        self._lock = threading.Lock()
-        self._finalizer = weakref.finalize(self, _destroy, cdll.pf_cache_destroy, handle)
+        # fragments' free() and pins (see the module docstring). Reentrant: a signal
+        # handler, a __del__ or a gc callback may run Python code (a free(), a bytes())
+        # on this thread while it holds the lock; a reentrant close() is refused
+        self._lock = threading.RLock()
+        self._finalizer = weakref.finalize(self, _destroy, cdll.pf_cache_destroy, handle,
+                                           self._lock)
 
     # -- state --
     @property
@@ -205,6 +217,8 @@ class FragCache:
 
     def close(self) -> None:
         """Destroy the cache; outstanding fragments stay valid. Closing twice is fine."""
+        if self._lock._is_owned():  # the destroy would pull the handle from under that call
+            raise _reentered("FragCache.close()")
         with self._lock:
             if self._finalizer.alive:
                 self._checked_handle()

@@ -39,6 +39,7 @@ Contract:
 """
 from __future__ import annotations
 
+import atexit
 import ctypes
 import dataclasses
 import os
@@ -49,7 +50,8 @@ from dataclasses import dataclass
 
 from . import _lib
 from ._lib import FragError, IncompatibleArenaError  # noqa: F401  (re-exported)
-from .cache import Fragment, _byte_view, _not_copyable, check_align, check_int, check_size
+from .cache import (Fragment, _byte_view, _not_copyable, _reentered, check_align, check_int,
+                    check_size)
 from .stats import _sum_smaps
 
 STATS_VERSION = 1  # PF_SHARED_STATS_VERSION
@@ -102,6 +104,7 @@ class SharedStats:
 FIELDS = tuple(f.name for f in dataclasses.fields(SharedStats))
 _struct = None
 _struct_lock = threading.Lock()
+_get_ident = threading.get_ident
 
 
 def _stats_struct(cdll):
@@ -232,6 +235,26 @@ def _undo_init(cdll, handle, create, created, raw_name, raw_dir) -> None:
         pass
 
 
+_live = weakref.WeakSet()  # open arenas: closed by _close_at_exit
+_exit_hook = []  # [True] once _close_at_exit is registered
+
+
+def _close_at_exit() -> None:
+    """At interpreter exit, close the arenas still open like close() does (daemon threads may
+    still be using them: the finalizer would unmap under their calls); one that cannot
+    close (a view still exported) stays mapped, and its name is removed if it would be."""
+    for arena in list(_live):
+        try:
+            arena.close()
+        except Exception:  # noqa: BLE001 - exiting: the mapping goes with the process
+            if arena._remove:
+                try:
+                    SharedArena.unlink(arena._name, arena._directory)
+                except Exception:  # noqa: BLE001 - gone already
+                    pass
+
+
+
 class SharedArena:
     """A shared arena, created or attached by name; see the module docstring."""
 
@@ -253,13 +276,17 @@ class SharedArena:
         self._directory = directory
         self._handle = handle
         self._fragments = weakref.WeakSet()  # live SharedFragments of this object
-        # _lock guards _open, _calls, _closing and the state of every fragment of this
-        # object; _idle (on the same lock) wakes a close waiting for calls in flight
-        self._lock = threading.Lock()
+        # _lock guards _open, _calls, _callers, _closing and the state of every fragment
+        # of this object; _idle (on the same lock) wakes a close waiting for calls in
+        # flight. Reentrant: a signal handler, a __del__ or a gc callback may run Python
+        # code on this thread while it holds the lock; a close() on a thread that has a
+        # call in flight (or is closing already) is refused instead of waiting for itself
+        self._lock = threading.RLock()
         self._idle = threading.Condition(self._lock)
         self._open = True
         self._calls = 0
-        self._closing = False
+        self._callers = {}  # thread ident -> its calls in flight
+        self._closing = None  # ident of the thread closing the arena
         self._remove = remove
         created = None  # (path, device, inode) of the file this call created
         try:
@@ -273,6 +300,10 @@ class SharedArena:
             self._finalizer = weakref.finalize(
                 self, _close_handle, cdll.pf_shared_detach,
                 cdll.pf_shared_unlink if remove else None, handle, raw_name, raw_dir)
+            self._finalizer.atexit = False  # _close_at_exit closes it, under the lock
+            if not _exit_hook:  # registered after weakref's own exit hook: runs before it
+                _exit_hook.append(atexit.register(_close_at_exit))
+            _live.add(self)
         except BaseException:
             _undo_init(cdll, handle, create, created, raw_name, raw_dir)
             raise
@@ -295,10 +326,21 @@ class SharedArena:
         with self._lock:
             if not self._open:
                 raise self._closed_error()
-            self._calls += 1
+            self._count_in_locked()
         return self._handle
 
+    def _count_in_locked(self) -> None:
+        self._calls += 1
+        callers, me = self._callers, _get_ident()
+        callers[me] = callers.get(me, 0) + 1
+
     def _leave_locked(self) -> None:
+        callers, me = self._callers, _get_ident()
+        left = callers[me] - 1
+        if left:
+            callers[me] = left
+        else:
+            del callers[me]
         self._calls -= 1
         if not self._calls and not self._open:
             self._idle.notify_all()
@@ -449,15 +491,18 @@ class SharedArena:
 
     def close(self) -> None:
         """Detach (and remove the name if remove_on_close). Closing twice is fine."""
+        me = _get_ident()
+        if self._lock._is_owned() or me in self._callers or self._closing == me:
+            raise _reentered("close() of shared arena %r" % self._name)  # it would wait for itself
         with self._lock:
-            while self._closing:  # another thread is closing it: wait for the outcome
-                self._idle.wait()
+            while self._closing is not None:  # another thread is closing it: wait for the outcome
+                self._idle.wait(0.05)
             if not self._finalizer.alive:
                 return
-            self._open, self._closing = False, True  # later calls and pins raise
+            self._open, self._closing = False, me  # later calls and pins raise
             try:
                 while self._calls:  # calls and accesses in flight finish first
-                    self._idle.wait()
+                    self._idle.wait(0.05)  # (the timeout: a wakeup lost to an async exception)
                 for frag in list(self._fragments):
                     frag._orphan_locked()  # FragError (arena left open) if a view is exported
                 _lib.lib().pf_shared_thread_flush(self._handle)
@@ -466,7 +511,7 @@ class SharedArena:
                 self._open = self._finalizer.alive  # still attached: usable again
                 raise
             finally:
-                self._closing = False
+                self._closing = None
                 self._idle.notify_all()
 
     @staticmethod
@@ -529,7 +574,7 @@ class SharedFragment(Fragment):
             self._access_locked()
             self._pins += 1
             if not export:  # an access in progress is a call in flight; an export is not
-                arena._calls += 1
+                arena._count_in_locked()
             if self._mv is None:
                 self._mv = _byte_view(self._base)
 

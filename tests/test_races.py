@@ -196,3 +196,154 @@ def test_free_respects_reads_and_writes_in_progress(lib, shared):
         remove_arenas(prefix)
     words = out.split()
     assert int(words[1]) > 0 and int(words[5]) > 0
+
+
+# ---- the same thread re-entering: a signal handler, a __del__ run by the gc ------------
+
+REENTRY = """
+import faulthandler, gc, signal, sys, time
+import pyfrag
+faulthandler.dump_traceback_later(60, exit=True)  # a deadlock fails in a minute, with where
+SHARED = %(shared)r
+PREFIX = %(prefix)r
+
+
+def make(index):
+    if SHARED:
+        return pyfrag.SharedArena(PREFIX + str(index), create=True, size=2 << 20, backing="4k")
+    return pyfrag.FragCache()
+
+
+owner = make(0)
+pending = []  # fragments the handler and the __del__ free
+state = {"in": False, "freed": 0, "refused": 0, "closed": 0, "close_now": False}
+
+
+def free_pending():
+    while pending:
+        try:
+            pending.pop().free()
+            state["freed"] += 1
+        except (pyfrag.FragError, IndexError):
+            pass
+
+
+def handler(sig, frame):
+    if state["in"]:
+        return
+    state["in"] = True
+    try:
+        free_pending()
+        if state["close_now"]:
+            try:
+                owner.close()  # refused if the main thread is inside a call on the owner
+                state["closed"] += 1
+            except pyfrag.FragError as exc:
+                assert "re-entered" in str(exc), exc
+                state["refused"] += 1
+    finally:
+        state["in"] = False
+
+
+class Dropper:  # garbage in a cycle: the gc runs its __del__ wherever it collects
+    def __init__(self, frag):
+        self.frag, self.me = frag, self
+
+    def __del__(self):
+        try:
+            self.frag.free()
+            state["freed"] += 1
+        except pyfrag.FragError:
+            pass
+
+
+signal.signal(signal.SIGALRM, handler)
+signal.setitimer(signal.ITIMER_REAL, 1e-4, 1e-4)
+gc.set_threshold(1)
+rounds = 0
+deadline = time.monotonic() + %(seconds)r
+index = 0
+while rounds < 20000 and time.monotonic() < deadline:
+    state["close_now"] = rounds %% 50 == 49
+    try:
+        frag = owner.alloc(64)
+        pending.append(owner.alloc(64))
+        Dropper(owner.alloc(64))
+        frag.view()
+        bytes(frag)
+        frag[0:3] = b"abc"
+        frag[1:5]
+        frag[2] = 1
+        frag.free()
+    except pyfrag.FragError:
+        assert owner.closed  # the handler closed it between two calls
+    if owner.closed:
+        index += 1
+        owner = make(index)
+    rounds += 1
+signal.setitimer(signal.ITIMER_REAL, 0)
+gc.set_threshold(700)
+free_pending()
+owner.close()
+print("rounds", rounds, "freed", state["freed"], "refused", state["refused"],
+      "closed", state["closed"])
+"""
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["private", "shared"])
+def test_reentry_from_signal_handler_and_gc_never_deadlocks(lib, shared):
+    """Code run on the thread while it holds the owner's lock (a signal handler, a __del__
+    the gc runs) may free fragments; a close() there is refused, not a deadlock."""
+    prefix = "race-reentry-%d-" % os.getpid()
+    try:
+        out = run_race(REENTRY % {"shared": shared, "seconds": RACE_SECONDS / 2,
+                                  "prefix": prefix})
+    finally:
+        remove_arenas(prefix)
+    words = out.split()
+    assert int(words[1]) > 0 and int(words[3]) > 0
+
+
+# ---- interpreter exit while daemon threads still use an arena ---------------------------
+
+EXIT_RACE = """
+import atexit, sys, threading, time
+atexit.register(time.sleep, 0.3)  # runs after pyfrag's exit hooks: the daemons go on meanwhile
+import pyfrag
+sys.setswitchinterval(1e-6)
+arena = pyfrag.SharedArena(%(name)r, create=True, size=4 << 20, backing="4k")
+started = threading.Barrier(3)
+
+
+def work():
+    started.wait()
+    while True:
+        try:
+            frag = arena.alloc(32768)
+            bytes(frag)
+            frag[0:100] = bytes(100)
+            frag.free()
+        except pyfrag.FragError:
+            pass  # closed at exit: every later call and access raises
+
+
+for _ in range(2):
+    threading.Thread(target=work, daemon=True).start()
+started.wait()
+time.sleep(0.05)
+print("exiting")
+"""
+
+
+def test_exit_with_daemon_threads_using_an_arena(lib):
+    """At exit the arena is closed like close() (calls in flight first, later ones raise),
+    not detached under the daemon threads' calls by its finalizer; its file is removed."""
+    name = "race-exit-%d" % os.getpid()
+    try:
+        for _ in range(3):
+            proc = run_python(EXIT_RACE % {"name": name}, env=UNMAP_FREED,
+                              args=("-X", "faulthandler"), timeout=60)
+            assert proc.returncode == 0, proc.stderr[-3000:]
+            assert not os.path.exists("/dev/shm/pyfrag." + name)
+    finally:
+        remove_arenas(name)
