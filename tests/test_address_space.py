@@ -176,3 +176,16 @@ def test_too_large_arena_reads_back_clamped():
     top = (0xFFFFFFFF >> 9) << 21  # what 32-bit page numbers reach: 16 TiB less one chunk
     value, cap = map(int, proc.stdout.split())
     assert value == top and cap <= top
+
+
+@pytest.mark.parametrize("fault", ["fault_meta", "fault_reserve"])
+def test_errno_is_kept_when_init_fails_and_libc_serves(programs, fault):
+    # pyfrag cannot initialise (no metadata, or no address space for the arena): every call
+    # goes to libc, and the failed init (retried every 256th call) must not leave ENOMEM behind
+    argv = [str(programs / "errno_kept")]
+    base = subprocess.run(argv, env=plain_env(), capture_output=True, timeout=60)
+    mine = subprocess.run(argv, env=pyfrag_env(**{fault: 1}), capture_output=True, timeout=60)
+    assert base.stdout == b"ok 6000\n", base.stdout
+    assert mine.stdout == base.stdout, mine.stdout + mine.stderr
+    assert mine.returncode == 0
+    assert mine.stderr.decode().count(WARNING) == 1, mine.stderr

@@ -401,6 +401,27 @@ def test_fork_while_threads_allocate(programs):
     assert done.stdout == "forks ok\n"
 
 
+def _hugepages_free() -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("HugePages_Free:"):
+                return int(line.split()[1])
+    return 0
+
+
+@pytest.mark.skipif(not 8 <= _hugepages_free() <= 256,
+                    reason="needs a hugetlb pool of 8..256 free 2 MiB pages, to drain it")
+def test_fork_child_keeps_hugetlb_bytes_while_another_thread_writes(programs):
+    # more 1 MiB blocks than the pool has pages: it runs dry, so a parent's write after fork
+    # cannot copy a shared hugetlb page and the kernel takes it from the child instead
+    blocks = 2 * _hugepages_free() + 32
+    done = run([str(programs / "hugetlb_fork"), str(blocks), "20"],
+               pyfrag_env(hugepages="auto", stats=True), timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout == "bad children: 0\n", done.stdout
+    assert re.search(r"chunks now +hugetlb [1-9]", done.stderr), done.stderr  # it did use hugetlb
+
+
 def test_python_fork_and_subprocess_under_preload(tmp_path):
     code = textwrap.dedent("""
         import multiprocessing as mp, os, subprocess, sys, threading

@@ -41,6 +41,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define CHUNK ((size_t)PF_CHUNK_SIZE)
@@ -502,8 +503,101 @@ bool pf__arena_has_hugetlb(void)
 	return pf__arena_counts.by_backing[PF_BACKING_HUGETLB] > 0;
 }
 
-void pf__arena_unshare_hugetlb(void)
+/*
+ * fork and hugetlb chunks. A MAP_PRIVATE hugetlb page written after fork
+ * needs a fresh hugepage for the copy; when the pool has none the kernel
+ * keeps the page for the parent and unmaps it from the child, whose bytes
+ * there are gone (it reads zeroes from the replacement, or gets SIGBUS).
+ * Only the forking thread waits in the fork handlers: the parent's other
+ * threads keep writing, so the child cannot safely copy the chunks itself
+ * after fork. Instead the prepare handler (the forking thread, inside
+ * fork(), after the program's own synchronisation) copies every touched
+ * hugetlb chunk into anonymous memory and marks the chunk MADV_DONTFORK:
+ * the child inherits the copy (ordinary copy-on-write) and never shares the
+ * hugetlb page, so the parent's writes cost it nothing. The child moves the
+ * copies into place; the parent drops its copies and the DONTFORK mark.
+ * A chunk whose copy cannot be made (no memory) is inherited as before and
+ * copied by the child (pf__os_unshare_hugetlb), with the old risk.
+ */
+struct fork_copy {
+	uint32_t slot;
+	bool detached; /* kept out of the child; copy holds its bytes (NULL: never touched) */
+	void *copy;
+};
+static struct fork_copy *fork_copies;
+static size_t fork_copies_count, fork_copies_bytes;
+
+static uintptr_t slot_address_of(uint32_t slot)
 {
+	struct pf_region *r = region_of_slot(slot);
+	return slot_address(r, slot - r->first_slot);
+}
+
+void pf__arena_fork_prepare(void)
+{
+	uint64_t n = pf__arena_counts.by_backing[PF_BACKING_HUGETLB];
+	fork_copies_count = 0;
+	if (n == 0)
+		return;
+	size_t bytes = (size_t)n * sizeof(struct fork_copy);
+	fork_copies = pf__os_map_meta(bytes);
+	if (!fork_copies)
+		return; /* the child copies them itself (pf__arena_fork_child) */
+	fork_copies_bytes = bytes;
+	uint32_t regions = region_count();
+	for (uint32_t k = 0; k < regions; k++) {
+		struct pf_region *r = &pf__arena.regions[k];
+		for (uint32_t i = 0; i < r->fresh && fork_copies_count < n; i++) {
+			uint32_t slot = r->first_slot + i;
+			if (pf__arena.chunk_backing[slot] != PF_BACKING_HUGETLB)
+				continue;
+			struct fork_copy *c = &fork_copies[fork_copies_count++];
+			c->slot = slot;
+			c->detached = pf__os_fork_detach((void *)slot_address(r, i), CHUNK, &c->copy) == 0;
+		}
+	}
+}
+
+void pf__arena_fork_parent(void)
+{
+	for (size_t k = 0; k < fork_copies_count; k++)
+		if (fork_copies[k].detached)
+			pf__os_fork_reattach((void *)slot_address_of(fork_copies[k].slot), CHUNK,
+					     fork_copies[k].copy);
+	if (fork_copies)
+		pf__os_unmap(fork_copies, fork_copies_bytes);
+	fork_copies = NULL;
+	fork_copies_count = fork_copies_bytes = 0;
+}
+
+static void now_thp(uint32_t slot)
+{
+	pf__arena.chunk_backing[slot] = PF_BACKING_THP;
+	pf__arena_counts.by_backing[PF_BACKING_HUGETLB]--;
+	pf__arena_counts.by_backing[PF_BACKING_THP]++;
+}
+
+void pf__arena_fork_child(void)
+{
+	/* first the chunks kept out of the child: nothing is mapped there until their copy is */
+	for (size_t k = 0; k < fork_copies_count; k++) {
+		struct fork_copy *c = &fork_copies[k];
+		if (!c->detached)
+			continue;
+		if (pf__os_fork_place((void *)slot_address_of(c->slot), CHUNK, c->copy) != 0) {
+			/* a hole where the program's memory was: say so rather than fault later */
+			const char *pieces[] = { "pyfrag: fork child: no memory to put a hugetlb chunk's "
+						 "copy in place (aborting)\n", NULL };
+			pf__write_all(2, pieces);
+			abort();
+		}
+		now_thp(c->slot);
+	}
+	if (fork_copies)
+		pf__os_unmap(fork_copies, fork_copies_bytes);
+	fork_copies = NULL;
+	fork_copies_count = fork_copies_bytes = 0;
+	/* then any the parent could not copy: inherited, still hugetlb */
 	uint32_t n = region_count();
 	for (uint32_t k = 0; k < n; k++) {
 		struct pf_region *r = &pf__arena.regions[k];
@@ -513,9 +607,7 @@ void pf__arena_unshare_hugetlb(void)
 				continue;
 			if (pf__os_unshare_hugetlb((void *)slot_address(r, i), CHUNK) != 0)
 				continue; /* out of memory: keep the hugetlb chunk, as without this step */
-			pf__arena.chunk_backing[slot] = PF_BACKING_THP;
-			pf__arena_counts.by_backing[PF_BACKING_HUGETLB]--;
-			pf__arena_counts.by_backing[PF_BACKING_THP]++;
+			now_thp(slot);
 		}
 	}
 }

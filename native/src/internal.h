@@ -330,9 +330,20 @@ PF_INTERNAL int pf__arena_extend_run(uint32_t first_page, uint32_t n, uint32_t m
 PF_INTERNAL uint32_t pf__arena_commit_reserve(uint32_t pages);
 /* Any hugetlb chunk committed now? (caller holds pf__page_lock) */
 PF_INTERNAL bool pf__arena_has_hugetlb(void);
-/* In a fork child: replace every hugetlb chunk by anonymous memory with the same bytes. */
-PF_INTERNAL void pf__arena_unshare_hugetlb(void);
-/* os.c: one chunk's worth of that (see there). 0 or -1. */
+/*
+ * fork with hugetlb chunks (see os.c): in the prepare handler, copy each one
+ * into anonymous memory the child inherits and keep the chunk itself out of
+ * the child; the parent drops its copies after fork (or its failure), the
+ * child puts them in place of the chunks. Caller holds pf__page_lock
+ * (prepare, parent); the child has one thread.
+ */
+PF_INTERNAL void pf__arena_fork_prepare(void);
+PF_INTERNAL void pf__arena_fork_parent(void);
+PF_INTERNAL void pf__arena_fork_child(void);
+/* os.c: one chunk's worth of those (see there). */
+PF_INTERNAL int pf__os_fork_detach(void *addr, size_t size, void **copy);
+PF_INTERNAL void pf__os_fork_reattach(void *addr, size_t size, void *copy);
+PF_INTERNAL int pf__os_fork_place(void *addr, size_t size, void *copy);
 PF_INTERNAL int pf__os_unshare_hugetlb(void *addr, size_t size);
 
 struct pf_arena_counts {

@@ -602,8 +602,10 @@ static void *alloc_slow(size_t size, size_t align, bool *fresh)
 	int saved = errno;
 	if (size > PTRDIFF_MAX || align > PTRDIFF_MAX)
 		return out_of_memory();
-	if (!init_ready())
+	if (!init_ready()) {
+		errno = saved; /* the failed init's ENOMEM is not the caller's: libc may still serve it */
 		return degrade(size, align, fresh);
+	}
 	void *ptr = NULL;
 	bool zero = false;
 	size_t max = small_max();

@@ -184,17 +184,81 @@ size_t pf__os_space_left(void)
 }
 
 /*
- * fork and hugetlb: a MAP_PRIVATE hugetlb page written after fork needs a
- * fresh hugepage for the copy, and where the pool has none the kernel sends
- * SIGBUS (to the child, or it unmaps the page from the child to save the
- * parent). So the child trades each inherited hugetlb chunk for anonymous
- * memory holding the same bytes before it runs on. Reading does not copy;
- * a chunk the parent never touched has no page to read and is just replaced.
+ * fork and hugetlb (arena.c says why): a MAP_PRIVATE hugetlb page written
+ * after fork needs a fresh hugepage for the copy, and where the pool has
+ * none the kernel unmaps the page from the child.
+ *
+ * pf__os_fork_detach (prepare handler, parent): copy the chunk into fresh
+ * anonymous memory (*copy; NULL if the chunk was never touched: hugetlb pages
+ * are all or nothing, so the first 4 KiB tell) and mark the chunk
+ * MADV_DONTFORK so the child does not map it. 0, or -1 with nothing changed.
+ */
+static bool hugetlb_touched(void *addr)
+{
+	unsigned char resident = 0;
+	return mincore(addr, PF_PAGE_SIZE, &resident) != 0 || (resident & 1);
+}
+
+int pf__os_fork_detach(void *addr, size_t size, void **copy)
+{
+	int saved = errno;
+	*copy = NULL;
+	if (hugetlb_touched(addr)) {
+		void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (p == MAP_FAILED) {
+			errno = saved;
+			return -1;
+		}
+		(void)madvise(p, size, MADV_HUGEPAGE);
+		memcpy(p, addr, size);
+		*copy = p;
+	}
+	if (madvise(addr, size, MADV_DONTFORK) != 0) {
+		if (*copy)
+			munmap(*copy, size);
+		*copy = NULL;
+		errno = saved;
+		return -1;
+	}
+	errno = saved;
+	return 0;
+}
+
+/* Parent, after fork (or its failure): the chunk is inherited again; the copy goes. */
+void pf__os_fork_reattach(void *addr, size_t size, void *copy)
+{
+	int saved = errno;
+	(void)madvise(addr, size, MADV_DOFORK);
+	if (copy)
+		munmap(copy, size);
+	errno = saved;
+}
+
+/* Child: the copy (or fresh memory for a chunk never touched) where the chunk was. 0 or -1. */
+int pf__os_fork_place(void *addr, size_t size, void *copy)
+{
+	int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED;
+	if (copy && mremap(copy, size, size, MREMAP_MAYMOVE | MREMAP_FIXED, addr) != MAP_FAILED)
+		return 0;
+	if (mmap(addr, size, PROT_READ | PROT_WRITE, flags, -1, 0) == MAP_FAILED)
+		return -1;
+	(void)madvise(addr, size, MADV_HUGEPAGE);
+	if (copy) {
+		memcpy(addr, copy, size);
+		munmap(copy, size);
+	}
+	return 0;
+}
+
+/*
+ * A hugetlb chunk the parent could not detach was inherited: the child
+ * trades it for anonymous memory holding the same bytes before it runs on
+ * (racing the parent's other threads: see above). Reading does not copy; a
+ * chunk the parent never touched has no page to read and is just replaced.
  */
 int pf__os_unshare_hugetlb(void *addr, size_t size)
 {
-	unsigned char resident = 0;
-	bool touched = mincore(addr, PF_PAGE_SIZE, &resident) != 0 || (resident & 1);
+	bool touched = hugetlb_touched(addr);
 	int flags = MAP_PRIVATE | MAP_ANONYMOUS;
 	if (!touched) {
 		if (mmap(addr, size, PROT_READ | PROT_WRITE, flags | MAP_FIXED, -1, 0) == MAP_FAILED)

@@ -244,10 +244,14 @@ static int stats_fd = -1; /* a copy of stderr: programs such as coreutils close 
 /* ---- fork ------------------------------------------------------------------------------ */
 
 /*
- * With hugetlb chunks the child must trade them for anonymous memory (see
- * pf__os_unshare_hugetlb) before the parent writes to them: the parent waits
- * for the child to close the write end of this pipe, or for EOF if fork failed.
+ * With hugetlb chunks (see arena.c, pf__arena_fork_prepare): the prepare
+ * handler copies them into memory the child inherits and keeps them out of
+ * the child, which puts the copies in place. A chunk that could not be
+ * copied is inherited and the child copies it before the parent may write
+ * to it: the parent waits for the child to close the write end of this
+ * pipe, or for EOF if fork failed.
  */
+static bool fork_hugetlb;
 static int fork_sync[2] = { -1, -1 };
 
 static void fork_prepare(void)
@@ -257,14 +261,20 @@ static void fork_prepare(void)
 	pthread_mutex_lock(&pf__init_lock);
 	pthread_mutex_lock(&pf__meta_lock);
 	pthread_mutex_lock(&pf__page_lock);
-	if (atomic_load(&pf__ready) == 1 && pf__arena_has_hugetlb() && pipe2(fork_sync, O_CLOEXEC) != 0)
-		fork_sync[0] = fork_sync[1] = -1;
+	fork_hugetlb = atomic_load(&pf__ready) == 1 && pf__arena_has_hugetlb();
+	if (fork_hugetlb) {
+		pf__arena_fork_prepare();
+		if (pipe2(fork_sync, O_CLOEXEC) != 0)
+			fork_sync[0] = fork_sync[1] = -1;
+	}
 	errno = saved;
 }
 
 static void fork_parent(void)
 {
 	int saved = errno;
+	if (fork_hugetlb)
+		pf__arena_fork_parent();
 	if (fork_sync[0] >= 0) {
 		char byte;
 		close(fork_sync[1]);
@@ -273,6 +283,7 @@ static void fork_parent(void)
 		close(fork_sync[0]);
 		fork_sync[0] = fork_sync[1] = -1;
 	}
+	fork_hugetlb = false;
 	pthread_mutex_unlock(&pf__page_lock);
 	pthread_mutex_unlock(&pf__meta_lock);
 	pthread_mutex_unlock(&pf__init_lock);
@@ -286,11 +297,14 @@ static void fork_child(void)
 	pthread_mutex_init(&pf__page_lock, NULL);
 	pthread_mutex_init(&pf__meta_lock, NULL);
 	pthread_mutex_init(&pf__init_lock, NULL);
-	if (fork_sync[0] >= 0) {
-		close(fork_sync[0]);
-		pf__arena_unshare_hugetlb();
-		close(fork_sync[1]);
+	if (fork_hugetlb) {
+		if (fork_sync[0] >= 0)
+			close(fork_sync[0]);
+		pf__arena_fork_child();
+		if (fork_sync[1] >= 0)
+			close(fork_sync[1]);
 		fork_sync[0] = fork_sync[1] = -1;
+		fork_hugetlb = false;
 	}
 	if (atomic_load(&pf__ready) == 1)
 		pf__thread_forget_others();
