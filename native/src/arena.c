@@ -156,6 +156,31 @@ static size_t trim_tails(void)
 }
 
 /*
+ * Reserve up to want bytes (no more than half of what the limit leaves),
+ * halving towards floor while the OS refuses; *got is what was reserved.
+ * NULL if even floor cannot be had.
+ */
+static void *reserve_halving(size_t want, size_t floor, size_t align, size_t *got)
+{
+	size_t left = pf__os_space_left();
+	if (left != SIZE_MAX && want > left / 2)
+		want = left / 2;
+	want = chunk_floor(want);
+	if (want < floor)
+		want = floor;
+	for (;;) {
+		void *base = pf__os.reserve(want, align);
+		if (base) {
+			*got = want;
+			return base;
+		}
+		if (want == floor)
+			return NULL;
+		want = chunk_floor(want / 2) < floor ? floor : chunk_floor(want / 2);
+	}
+}
+
+/*
  * A new region holding n slots aligned to align (see the top of the file
  * for its size), or NULL: the table is full, the cap or the slot space is
  * used up, or the OS refuses even the request after a trim.
@@ -172,23 +197,12 @@ static struct pf_region *grow(uint32_t n, size_t align)
 		if (room > numbers)
 			room = numbers;
 		size_t want = a->reserved > need ? a->reserved : need;
-		size_t left = pf__os_space_left();
-		if (left != SIZE_MAX && want > left / 2)
-			want = left / 2;
-		if (want > room)
-			want = room;
-		want = chunk_floor(want);
-		if (want < need)
-			want = need;
-		while (need <= room) {
-			void *base = pf__os.reserve(want, align);
-			if (base) {
-				pf__arena_counts.regions_added++;
-				return add_region(base, want);
-			}
-			if (want == need)
-				break;
-			want = chunk_floor(want / 2) < need ? need : chunk_floor(want / 2);
+		size_t got;
+		void *base = need <= room ? reserve_halving(want < room ? want : room, need, align, &got)
+					  : NULL;
+		if (base) {
+			pf__arena_counts.regions_added++;
+			return add_region(base, got);
 		}
 		if (attempt == 0 && trim_tails() == 0)
 			break;
@@ -227,18 +241,10 @@ int pf__arena_init(size_t size)
 		a->released = (uint64_t *)(meta + page_bytes);
 		a->chunk_backing = (uint8_t *)(meta + page_bytes + map_bytes);
 	}
-	size_t want = a->cap;
-	size_t left = pf__os_space_left();
-	if (left != SIZE_MAX && want > left / 2)
-		want = chunk_floor(left / 2);
-	if (want < PF_ARENA_MIN_BYTES)
-		want = PF_ARENA_MIN_BYTES;
-	void *base;
-	while (!(base = pf__os.reserve(want, CHUNK))) {
-		if (want == PF_ARENA_MIN_BYTES)
-			return -1;
-		want = chunk_floor(want / 2) < PF_ARENA_MIN_BYTES ? PF_ARENA_MIN_BYTES : chunk_floor(want / 2);
-	}
+	size_t want;
+	void *base = reserve_halving(a->cap, PF_ARENA_MIN_BYTES, CHUNK, &want);
+	if (!base)
+		return -1;
 	struct pf_region *r = add_region(base, want);
 	r->fresh = 1; /* slot 0: the reserve's */
 	a->base = (uintptr_t)base;
@@ -558,16 +564,21 @@ void pf__arena_fork_prepare(void)
 	}
 }
 
+static void forget_fork_copies(void)
+{
+	if (fork_copies)
+		pf__os_unmap(fork_copies, fork_copies_bytes);
+	fork_copies = NULL;
+	fork_copies_count = fork_copies_bytes = 0;
+}
+
 void pf__arena_fork_parent(void)
 {
 	for (size_t k = 0; k < fork_copies_count; k++)
 		if (fork_copies[k].detached)
 			pf__os_fork_reattach((void *)slot_address_of(fork_copies[k].slot), CHUNK,
 					     fork_copies[k].copy);
-	if (fork_copies)
-		pf__os_unmap(fork_copies, fork_copies_bytes);
-	fork_copies = NULL;
-	fork_copies_count = fork_copies_bytes = 0;
+	forget_fork_copies();
 }
 
 static void now_thp(uint32_t slot)
@@ -593,10 +604,7 @@ void pf__arena_fork_child(void)
 		}
 		now_thp(c->slot);
 	}
-	if (fork_copies)
-		pf__os_unmap(fork_copies, fork_copies_bytes);
-	fork_copies = NULL;
-	fork_copies_count = fork_copies_bytes = 0;
+	forget_fork_copies();
 	/* then any the parent could not copy: inherited, still hugetlb */
 	uint32_t n = region_count();
 	for (uint32_t k = 0; k < n; k++) {
