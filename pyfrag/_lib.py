@@ -177,18 +177,39 @@ def _ffi(cdll, name, argtypes, restype, errcheck):
     return func
 
 
-def declare_extra(cdll, signatures, built_before: str):
+def declare_extra(cdll, signatures, path: str, what: str):
     """
-    Declare (name, argtypes, restype) functions that not every library has (the
-    stress loops'); LibraryError naming the first missing one, and what the
-    library was built before, if it lacks any.
+    Declare (name, argtypes, restype) functions of a tool library (the stress
+    loops'); LibraryError naming the first missing one if it lacks any.
     """
     for name, argtypes, restype in signatures:
         func = getattr(cdll, name, None)
         if func is None:
-            raise LibraryError("%s has no %s: it was built before %s; %s"
-                               % (library_path(), name, built_before, HOW_TO_FIX))
+            raise LibraryError("%s has no %s (needed for %s): it is older than this package; %s"
+                               % (path, name, what, HOW_TO_FIX))
         func.argtypes, func.restype = argtypes, restype
+
+
+_tools: dict = {}
+
+
+def tool_library(name: str):
+    """
+    A tool library (libpyfrag_stress.so) from the folder of the loaded
+    libpyfrag.so, loaded once, after it: its own reference to libpyfrag.so
+    resolves to the copy already loaded, so both share one allocator.
+    """
+    lib()
+    with _load_lock:
+        if name not in _tools:
+            path = os.path.join(os.path.dirname(_path), name)
+            if not os.path.isfile(path):
+                raise LibraryError("cannot find %s beside %s; %s" % (name, _path, HOW_TO_FIX))
+            try:
+                _tools[name] = (ctypes.CDLL(path, use_errno=True), path)
+            except OSError as exc:
+                raise LibraryError("cannot load %s: %s; %s" % (path, exc, HOW_TO_FIX)) from None
+    return _tools[name]
 
 
 # ---- finding and loading ------------------------------------------------------

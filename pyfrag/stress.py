@@ -206,6 +206,7 @@ _NATIVE = [  # name, argtypes, restype
 ]
 _native_lock = threading.Lock()
 _native = None
+STRESS_LIBRARY = "libpyfrag_stress.so"  # the stress loops, beside libpyfrag.so
 
 
 def native():
@@ -213,12 +214,12 @@ def native():
     global _native
     with _native_lock:
         if _native is None:
-            cdll = _lib.lib()
-            _lib.declare_extra(cdll, _NATIVE, "the stress loops")
+            cdll, path = _lib.tool_library(STRESS_LIBRARY)
+            _lib.declare_extra(cdll, _NATIVE, path, "the stress loops")
             names = tuple(cdll.pf_stress_workload_name(i).decode() for i in range(len(WORKLOADS)))
             if names != WORKLOADS:
                 raise _lib.LibraryError("%s has workloads %s, this package expects %s; %s"
-                                        % (_lib.library_path(), names, WORKLOADS, _lib.HOW_TO_FIX))
+                                        % (path, names, WORKLOADS, _lib.HOW_TO_FIX))
             _native = cdll
     return _native
 
@@ -232,7 +233,7 @@ def run_native(params: StressParams) -> StressResult:
         raise _lib.error_for(err, "pf_stress_run: %s" % cdll.pf_stress_error_message().decode())
     if room.result.size != ctypes.sizeof(StressResult):
         raise _lib.LibraryError("%s: pf_stress_result_t has size %d, this package expects %d; %s"
-                                % (_lib.library_path(), room.result.size,
+                                % (_lib.tool_library(STRESS_LIBRARY)[1], room.result.size,
                                    ctypes.sizeof(StressResult), _lib.HOW_TO_FIX))
     return room.result
 

@@ -98,7 +98,8 @@ def native():
     with _native_lock:
         if _native is None:
             cdll = stress.native()  # pf_stress_error_message, and the library's checks
-            _lib.declare_extra(cdll, _NATIVE, "`pyfrag stress --shared`")
+            _lib.declare_extra(cdll, _NATIVE, _lib.tool_library(stress.STRESS_LIBRARY)[1],
+                               "`pyfrag stress --shared`")
             _native = cdll
     return _native
 
