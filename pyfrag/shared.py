@@ -55,7 +55,7 @@ from .cache import (Fragment, _byte_view, _not_copyable, _reentered, check_align
 from .stats import _sum_smaps
 
 STATS_VERSION = 1  # PF_SHARED_STATS_VERSION
-LAYOUT_VERSION = 2  # PF_SHARED_LAYOUT_VERSION
+LAYOUT_VERSION = 3  # PF_SHARED_LAYOUT_VERSION
 NAME_MAX = 48
 BACKINGS = {"auto": 0, "hugetlb": 1, "thp": 2, "4k": 3}
 BACKING_NAMES = {value: name for name, value in BACKINGS.items()}

@@ -48,7 +48,7 @@
 extern "C" {
 #endif
 
-#define PF_SHARED_LAYOUT_VERSION 2 /* 2: struct pf_cache with the bias in two halves */
+#define PF_SHARED_LAYOUT_VERSION 3 /* 3: a cache names its page source by id (2: the bias in two halves) */
 #define PF_SHARED_DEFAULT_SIZE (32u * 1024u * 1024u)
 #define PF_SHARED_NAME_MAX 48 /* letters, digits, '.', '_', '-'; not starting with '.' */
 

@@ -12,7 +12,7 @@
 #include "probe.h"
 #include "pyfrag_debug.h"
 #include "pyfrag_shared.h"
-#include "../src/shared_layout.h" /* the header's map_bytes, for the unmap test */
+#include "shared/shared.h" /* the header's map_bytes, for the unmap test */
 
 #include <errno.h>
 #include <fcntl.h>

@@ -8,7 +8,7 @@
  * are kept for the life of the process (a few per thousand threads).
  * Callers hold pf__meta_lock.
  */
-#include "internal.h"
+#include "memory/memory.h"
 
 #include <errno.h>
 #include <string.h>

@@ -38,7 +38,7 @@
  * are written before nregions publishes it, and a trim only lowers slots
  * over chunks no pointer can be in.
  */
-#include "internal.h"
+#include "memory/memory.h"
 
 #include <errno.h>
 #include <stdlib.h>

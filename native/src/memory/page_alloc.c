@@ -6,14 +6,14 @@
  * lists), and beside it the emergency reserve.
  *
  * - pf__pages_alloc hands out a block holding one reference. Order 0 and 3
- *   come from the calling thread's list, refilled from the buddy lists a
+ *   come from the page lists the caller hands in (its thread's), refilled from the buddy lists a
  *   batch at a time, so the global lock is taken once per batch.
  * - PF_GFP_NORETRY fails fast: no new chunk is committed and the reserve is
  *   not touched (page_frag's order-3 attempt).
  * - Without it, an empty buddy commits a chunk, and an order-0 request that
  *   still fails takes a reserve page (flagged PF_PF_RESERVE, the kernel's
  *   pfmemalloc).
- * - pf__pages_free puts a block on the freeing thread's list; beyond
+ * - pf__pages_free puts a block on the list handed in (the freeing thread's); beyond
  *   PYFRAG_PCP_HIGH blocks a batch goes back to the buddy lists, where it
  *   merges with its buddies. A chunk wholly free again is released to the OS
  *   when more than PYFRAG_RETAIN are empty. Reserve pages go back to the
@@ -24,9 +24,10 @@
  *   chunk's first page a tail leading to the head. They go back to the OS
  *   when freed, never through the buddy lists.
  */
-#include "internal.h"
+#include "memory/memory.h"
 
 #include <errno.h>
+#include <string.h>
 
 pthread_mutex_t pf__page_lock = PTHREAD_MUTEX_INITIALIZER;
 
@@ -77,12 +78,6 @@ static uint32_t pcp_batch(void)
 {
 	long long high = PF_OPT(pcp_high);
 	return high <= 0 ? 0 : (uint32_t)((high + 3) / 4);
-}
-
-static struct pf_pcp *my_pcp(void)
-{
-	struct pf_thread *self = pf__self;
-	return self ? &self->pcp : NULL;
 }
 
 static uint32_t pcp_count(const struct pf_pcp *pcp, int slot)
@@ -161,10 +156,9 @@ static struct pf_page *alloc_from_pcp(struct pf_pcp *pcp, int slot, unsigned ord
 	return pf__zone_mark(&zone, index, order, PF_PS_IN_USE);
 }
 
-struct pf_page *pf__pages_alloc(unsigned order, unsigned gfp)
+struct pf_page *pf__pages_alloc(struct pf_pcp *pcp, unsigned order, unsigned gfp)
 {
 	int slot = pcp_slot(order);
-	struct pf_pcp *pcp = my_pcp();
 	struct pf_page *page = NULL;
 	bool may_use_reserve = order == 0 && !(gfp & (PF_GFP_NORETRY | PF_GFP_NORESERVE));
 	if (slot >= 0 && pcp && pcp_batch() > 0) {
@@ -190,7 +184,7 @@ struct pf_page *pf__pages_alloc(unsigned order, unsigned gfp)
 
 static void chunks_free(struct pf_page *head);
 
-void pf__pages_free(struct pf_page *head)
+void pf__pages_free(struct pf_pcp *pcp, struct pf_page *head)
 {
 	if (PF_UNLIKELY(head->flags & PF_PF_CHUNKS)) {
 		chunks_free(head);
@@ -205,7 +199,6 @@ void pf__pages_free(struct pf_page *head)
 	}
 	unsigned order = head->order;
 	int slot = pcp_slot(order);
-	struct pf_pcp *pcp = my_pcp();
 	long long high = PF_OPT(pcp_high);
 	if (slot >= 0 && pcp && high > 0) {
 		pcp_push(pcp, slot, pf__page_number(head));
@@ -339,4 +332,20 @@ int pf__page_alloc_init(void)
 		pf__zone_reserve_put(&zone, page);
 	}
 	return 0;
+}
+
+/* ---- queries -------------------------------------------------------------------- */
+
+void pf__page_info(const struct pf_page *page, uintptr_t head, pf_page_info_t *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->head = head;
+	out->order = page->order;
+	out->size = PF_PAGE_SIZE << page->order;
+	if (pf__state(page) == PF_PS_IN_USE) {
+		out->flags |= PF_PAGE_IN_USE;
+		out->refcount = atomic_load_explicit(&page->refcount, memory_order_acquire);
+	}
+	if (page->flags & PF_PF_RESERVE)
+		out->flags |= PF_PAGE_RESERVE;
 }

@@ -1,8 +1,13 @@
 /* SPDX-License-Identifier: GPL-2.0-only */
 /*
- * What a shared arena's mapping holds, byte for byte: the contract between
- * every process attached to it, checked field by field at attach
- * (PF_SHARED_LAYOUT_VERSION, the sizes below). Never installed.
+ * Layer 5, shared arenas (pyfrag_shared.h): one named file mapped at the same
+ * address in every process, with its own buddy zone, process table and
+ * cache slots; page_frag runs over it as the shared page source. Includes
+ * only thread/thread.h (and the public pyfrag_shared.h).
+ *
+ * What a shared arena's mapping holds, byte for byte, is the contract
+ * between every process attached to it, checked field by field at attach
+ * (PF_SHARED_LAYOUT_VERSION, the sizes below).
  *
  *   base + 0             struct pf_shared_header (identity, lock, buddy zone,
  *                        counters, process table)
@@ -15,10 +20,10 @@
  * frag address) point into the mapping, valid in every process because
  * every process maps it at base.
  */
-#ifndef PF_SHARED_LAYOUT_H
-#define PF_SHARED_LAYOUT_H
+#ifndef PF_SHARED_H
+#define PF_SHARED_H
 
-#include "internal.h"
+#include "thread/thread.h"
 #include "pyfrag_shared.h"
 
 #define PF_SHARED_MAGIC 0x4853474152465950ull /* "PYFRAGSH" in memory */
@@ -172,4 +177,32 @@ PF_INTERNAL size_t pf__shared_reap(struct pf_shared *local);
 /* Frees made by a thread: counted in its cache slot, else in the process slot. */
 PF_INTERNAL void pf__shared_count_free(struct pf_shared *local, struct pf_thread *t);
 
-#endif /* PF_SHARED_LAYOUT_H */
+/* ---- what the layers above call ------------------------------------------------ */
+
+/* Shared arenas attached in this process now (a relaxed read keeps pf_free's miss path cheap). */
+PF_INTERNAL extern _Atomic uint32_t pf__shared_attached;
+/*
+ * pf_shared_create and pf_shared_attach once the library is initialised
+ * (the API's entry points initialise, then call these).
+ */
+PF_INTERNAL pf_shared_t *pf__shared_create(const char *name, size_t size, unsigned mode,
+					   int backing, const char *directory);
+PF_INTERNAL pf_shared_t *pf__shared_attach(const char *name, const char *directory);
+/* pf_free() of an address outside the private arena: 0, or -1/EINVAL. */
+PF_INTERNAL int pf__shared_free_address(void *addr);
+PF_INTERNAL int pf__shared_page_query(const void *addr, pf_page_info_t *out);
+/* In a fork child: the parent's process slots and caches are not ours. */
+PF_INTERNAL void pf__shared_after_fork(void);
+
+/* ---- between this layer's files ----------------------------------------------------- */
+
+/* The page source shared caches refill from (shared_pages.c). */
+PF_INTERNAL extern const struct pf_page_source pf__shared_source;
+/* Count one page_frag event (PF_CTR_*) that has a shared counter. */
+PF_INTERNAL void pf__shared_frag_count(struct pf_shared_header *h, enum pf_counter c);
+/* A page's header if it belongs to an attached shared arena, else NULL. */
+PF_INTERNAL struct pf_shared_header *pf__shared_header_of_page(const struct pf_page *page);
+/* Thread give-back hook (thread.h): give back the thread's shared caches. */
+PF_INTERNAL void pf__shared_thread_release(struct pf_thread *t);
+
+#endif /* PF_SHARED_H */

@@ -6,13 +6,11 @@
  * Hot counters are summed from the live caches and threads plus what the
  * dead ones left; the rest are global (see internal.h).
  */
-#include "internal.h"
+#include "api/api.h"
 
 #include <errno.h>
 #include <string.h>
 #include <unistd.h>
-
-_Atomic uint64_t pf__counters[PF_CTR_COUNT];
 
 static const char *const field_names[] = {
 #define PF_STATS_NAME_(name, doc) #name,
@@ -130,54 +128,6 @@ const char *pf_stats_field_name(size_t index)
 const char *pf_stats_field_doc(size_t index)
 {
 	return index < FIELD_COUNT ? field_docs[index] : NULL;
-}
-
-/* ---- text without stdio or malloc (the exit summary, malloc's abort messages) ---- */
-
-char *pf__format_u64(char *end, uint64_t v, unsigned base)
-{
-	*end = 0;
-	do {
-		*--end = "0123456789abcdef"[v % base];
-		v /= base;
-	} while (v);
-	return end;
-}
-
-static void write_bytes(int fd, const char *p, size_t left)
-{
-	while (left) {
-		ssize_t n = write(fd, p, left);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return;
-		p += n;
-		left -= (size_t)n;
-	}
-}
-
-/* Joined in one buffer first: one write(2) keeps it whole next to other processes' output. */
-void pf__write_all(int fd, const char *const *pieces)
-{
-	int saved = errno;
-	char buf[4096];
-	size_t used = 0;
-	for (; *pieces; pieces++) {
-		size_t len = strlen(*pieces);
-		if (used + len > sizeof(buf)) {
-			write_bytes(fd, buf, used);
-			used = 0;
-		}
-		if (len > sizeof(buf))
-			write_bytes(fd, *pieces, len);
-		else {
-			memcpy(buf + used, *pieces, len);
-			used += len;
-		}
-	}
-	write_bytes(fd, buf, used);
-	errno = saved;
 }
 
 /* The summary: pieces and the digits they point to, written with one call. */

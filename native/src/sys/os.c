@@ -20,7 +20,7 @@
  *            (the limit less /proc/self/statm's size), so the arena can size
  *            its regions to it; every mapping counts, PROT_NONE ones too.
  */
-#include "internal.h"
+#include "sys/sys.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -1,16 +1,18 @@
 /* SPDX-License-Identifier: GPL-2.0-only */
 /*
- * Options: one table (PF_OPTIONS in internal.h) of environment name,
- * default, kind and meaning. Values are read once from environ by hand:
- * no getenv, no allocation, no stdio, so this is safe however early it runs.
+ * Options and the environment: one table (PF_OPTIONS in sys.h) of
+ * environment name, default, kind and meaning, and the values every layer
+ * reads (PF_OPT). Values are read once from environ by hand: no getenv, no
+ * allocation, no stdio, so this is safe however early it runs. A layer that
+ * caches what it derives from options registers a hook
+ * (pf__options_on_change), run after the load and after every store.
  * Sizes take K/M/G/T suffixes (powers of 1024, an optional trailing B or iB);
  * switches take 1/yes/on/true and 0/no/off/false.
- * Options marked fixed are frozen once the arena exists (EBUSY afterwards).
  * A size the arena cannot use (PYFRAG_ARENA outside 4 MiB..16 TiB) is
  * clamped to the nearest it can, not refused: the option then reads back
  * what pyfrag will use.
  */
-#include "internal.h"
+#include "sys/sys.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -20,21 +22,12 @@ extern char **environ;
 
 struct pf_options pf__options;
 
-struct option_row {
-	const char *env;
-	const char *def;
-	enum pf_option_kind kind;
-	bool fixed;
-	const char *doc;
-	_Atomic long long *value;
-};
-
-static const struct option_row rows[] = {
+const struct pf_option_row pf__option_rows[] = {
 #define PF_OPTION_ROW_(field, env, def, kind, fixed, doc) { env, def, kind, fixed, doc, &pf__options.field },
 	PF_OPTIONS(PF_OPTION_ROW_)
 #undef PF_OPTION_ROW_
 };
-#define ROW_COUNT (sizeof(rows) / sizeof(rows[0]))
+_Static_assert(sizeof(pf__option_rows) / sizeof(pf__option_rows[0]) == PF_OPTION_COUNT, "option count");
 
 static const char *const hugepage_modes[] = { "auto", "hugetlb", "thp", "off" };
 
@@ -93,7 +86,7 @@ static bool parse_bool(const char *text, long long *out)
 	return false;
 }
 
-static bool parse_value(const struct option_row *row, const char *text, long long *out)
+bool pf__option_parse(const struct pf_option_row *row, const char *text, long long *out)
 {
 	if (row->kind == PF_OPT_BOOL)
 		return parse_bool(text, out);
@@ -109,7 +102,7 @@ static bool parse_value(const struct option_row *row, const char *text, long lon
 }
 
 /* The value the option will use: PYFRAG_ARENA is clamped to what the arena can reserve. */
-static long long usable(const struct option_row *row, long long value)
+static long long usable(const struct pf_option_row *row, long long value)
 {
 	if (row->value != &pf__options.arena)
 		return value;
@@ -130,80 +123,62 @@ const char *pf__env_value(const char *name)
 
 static pthread_once_t load_once = PTHREAD_ONCE_INIT;
 
-static void load(void)
+/* Who follows option changes (the malloc front's cached limits); append-only. */
+#define HOOKS_MAX 4
+static void (*hooks[HOOKS_MAX])(void);
+static _Atomic unsigned nhooks;
+static pthread_mutex_t hooks_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void run_hooks(void)
 {
-	for (size_t i = 0; i < ROW_COUNT; i++) {
-		long long value = 0;
-		const char *text = pf__env_value(rows[i].env);
-		/* a bad value in the environment falls back to the default, never aborts */
-		if (!text || !parse_value(&rows[i], text, &value))
-			parse_value(&rows[i], rows[i].def, &value);
-		atomic_store_explicit(rows[i].value, usable(&rows[i], value), memory_order_relaxed);
-	}
-	pf__malloc_options_changed();
+	unsigned n = atomic_load_explicit(&nhooks, memory_order_acquire);
+	for (unsigned i = 0; i < n; i++)
+		hooks[i]();
 }
+
+static void load(void);
 
 void pf__options_load(void)
 {
 	pthread_once(&load_once, load);
 }
 
-static const struct option_row *find(const char *name)
+int pf__options_on_change(void (*hook)(void))
 {
-	if (!name)
-		return NULL;
-	for (size_t i = 0; i < ROW_COUNT; i++)
-		if (strcmp(rows[i].env, name) == 0)
-			return &rows[i];
-	return NULL;
-}
-
-int pf_option_set(const char *name, const char *value)
-{
+	pthread_mutex_lock(&hooks_lock);
+	unsigned n = atomic_load_explicit(&nhooks, memory_order_relaxed);
+	bool known = false;
+	for (unsigned i = 0; i < n; i++)
+		known |= hooks[i] == hook;
+	if (!known && n < HOOKS_MAX) {
+		hooks[n] = hook;
+		atomic_store_explicit(&nhooks, n + 1, memory_order_release);
+	}
+	pthread_mutex_unlock(&hooks_lock);
+	if (!known && n == HOOKS_MAX) {
+		pf__fail(ENOSPC, "too many option-change hooks");
+		return -1;
+	}
 	pf__options_load();
-	const struct option_row *row = find(name);
-	if (!row) {
-		pf__fail(EINVAL, "unknown option name");
-		return -1;
-	}
-	long long parsed;
-	if (!value || !parse_value(row, value, &parsed)) {
-		pf__fail(EINVAL, "option value does not parse (sizes take K/M/G; hugepages: auto|hugetlb|thp|off)");
-		return -1;
-	}
-	if (row->fixed && atomic_load(&pf__ready) != 0) {
-		pf__fail(EBUSY, "this option is fixed once the arena exists; set it in the environment");
-		return -1;
-	}
-	atomic_store_explicit(row->value, usable(row, parsed), memory_order_relaxed);
-	pf__malloc_options_changed();
-	if (row->value == &pf__options.retain && atomic_load(&pf__ready) == 1)
-		pf__release_empty_chunks();
+	hook(); /* the values may have been loaded before it was known: it sees them now */
 	return 0;
 }
 
-long long pf_option_get(const char *name)
+void pf__option_store(const struct pf_option_row *row, long long value)
 {
-	pf__options_load();
-	const struct option_row *row = find(name);
-	if (!row) {
-		pf__fail(EINVAL, "unknown option name");
-		return -1;
+	atomic_store_explicit(row->value, usable(row, value), memory_order_relaxed);
+	run_hooks();
+}
+
+static void load(void)
+{
+	for (size_t i = 0; i < PF_OPTION_COUNT; i++) {
+		long long value = 0;
+		const char *text = pf__env_value(pf__option_rows[i].env);
+		/* a bad value in the environment falls back to the default, never aborts */
+		if (!text || !pf__option_parse(&pf__option_rows[i], text, &value))
+			pf__option_parse(&pf__option_rows[i], pf__option_rows[i].def, &value);
+		atomic_store_explicit(pf__option_rows[i].value, usable(&pf__option_rows[i], value), memory_order_relaxed);
 	}
-	return atomic_load_explicit(row->value, memory_order_relaxed);
-}
-
-const char *pf_option_name(size_t index)
-{
-	return index < ROW_COUNT ? rows[index].env : NULL;
-}
-
-const char *pf_option_default(size_t index)
-{
-	return index < ROW_COUNT ? rows[index].def : NULL;
-}
-
-const char *pf_option_doc(size_t index)
-{
-	return index < ROW_COUNT ? rows[index].doc : NULL;
+	run_hooks();
 }

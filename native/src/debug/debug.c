@@ -13,7 +13,7 @@
  *   of pf__os holds one of them, so no call sees a half-written table.
  * - A failed call does nothing but set errno: the OS is never asked.
  */
-#include "shared_layout.h"
+#include "api/api.h"
 #include "pyfrag_debug.h"
 
 #include <errno.h>

@@ -22,7 +22,7 @@
  *   draining it could give a reference back twice. Fragments the dead
  *   process held itself are lost with it.
  */
-#include "shared_layout.h"
+#include "shared/shared.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -131,10 +131,9 @@ struct pf_cache *pf__shared_cache_claim(struct pf_shared *local, struct pf_threa
 			slot->proc = local->proc;
 			atomic_store_explicit(&slot->busy, 0, memory_order_relaxed);
 			atomic_store_explicit(&slot->frees, 0, memory_order_relaxed);
-			pf__frag_cache_init(&slot->cache);
+			pf__frag_cache_init(&slot->cache, PF_SOURCE_SHARED, h);
 			atomic_store_explicit(&slot->cache.allocs, 0, memory_order_relaxed);
 			atomic_store_explicit(&slot->cache.bias_frees, 0, memory_order_relaxed);
-			slot->cache.shared = h;
 			atomic_store_explicit(&slot->state, PF_SLOT_LIVE, memory_order_release);
 			t->shared_cache[local->index] = &slot->cache;
 			t->shared_gen[local->index] = local->gen;
@@ -165,12 +164,6 @@ bool pf__shared_slot_release(struct pf_shared_header *h, struct pf_shared_slot *
 	pf__frag_forget_page(&slot->cache);
 	atomic_store_explicit(&slot->state, PF_SLOT_FREE, memory_order_release);
 	return true;
-}
-
-void pf__shared_busy(struct pf_cache *cache, bool busy)
-{
-	struct pf_shared_slot *slot = (struct pf_shared_slot *)cache; /* the cache is its first member */
-	atomic_store_explicit(&slot->busy, busy, memory_order_release);
 }
 
 void pf__shared_count_free(struct pf_shared *local, struct pf_thread *t)

@@ -15,7 +15,7 @@
  * from them, which is how a shared zone recovers when a process died
  * holding its lock.
  */
-#include "internal.h"
+#include "memory/memory.h"
 
 void pf__zone_init(struct pf_zone *zone, struct pf_page *pages, uint32_t max_order)
 {

@@ -15,7 +15,7 @@
  * Also the lookups from an address or a page to the local entry of the
  * arena holding it (a scan of at most PF_SHARED_LOCAL_MAX entries).
  */
-#include "shared_layout.h"
+#include "shared/shared.h"
 
 #include <errno.h>
 
@@ -51,8 +51,9 @@ void pf__shared_zone_init(struct pf_shared_header *h)
 	}
 }
 
-struct pf_page *pf__shared_pages_alloc(struct pf_shared_header *h, unsigned order, unsigned gfp)
+static struct pf_page *pages_alloc(void *arg, unsigned order, unsigned gfp)
 {
+	struct pf_shared_header *h = arg;
 	pf__shared_lock_header(h);
 	uint32_t index = pf__zone_take(&h->zone, order);
 	struct pf_page *page = NULL;
@@ -66,7 +67,7 @@ struct pf_page *pf__shared_pages_alloc(struct pf_shared_header *h, unsigned orde
 	return page;
 }
 
-uintptr_t pf__shared_page_address(const struct pf_shared_header *h, const struct pf_page *page)
+static uintptr_t shared_page_address(const struct pf_shared_header *h, const struct pf_page *page)
 {
 	return pf__shared_data(h) + ((uintptr_t)(page - pf__shared_meta(h)) << PF_PAGE_SHIFT);
 }
@@ -98,7 +99,7 @@ struct pf_shared_header *pf__shared_header_of_page(const struct pf_page *page)
 	return local ? local->header : NULL;
 }
 
-void pf__shared_pages_free(struct pf_page *head)
+static void pages_free(struct pf_page *head)
 {
 	struct pf_shared_header *h = pf__shared_header_of_page(head);
 	if (PF_UNLIKELY(!h))
@@ -115,9 +116,34 @@ void pf__shared_pages_free(struct pf_page *head)
 
 void pf__shared_frag_count(struct pf_shared_header *h, enum pf_counter c)
 {
-	if ((unsigned)c < PF_SCTR_COUNT)
+	if (h && (unsigned)c < PF_SCTR_COUNT)
 		pf__shared_count(h, (unsigned)c, 1);
 }
+
+static uintptr_t page_address(void *arg, const struct pf_page *page)
+{
+	return shared_page_address(arg, page);
+}
+
+static void frag_count(void *arg, const struct pf_page *page, enum pf_counter c)
+{
+	pf__shared_frag_count(arg ? arg : pf__shared_header_of_page(page), c);
+}
+
+/* The owner is inside page_frag's slow path: a reaper must not drain the cache then. */
+static void cache_busy(struct pf_cache *cache, bool busy)
+{
+	struct pf_shared_slot *slot = (struct pf_shared_slot *)cache; /* the cache is its first member */
+	atomic_store_explicit(&slot->busy, busy, memory_order_release);
+}
+
+const struct pf_page_source pf__shared_source = {
+	.alloc = pages_alloc,
+	.address = page_address,
+	.release = pages_free,
+	.count = frag_count,
+	.busy = cache_busy,
+};
 
 /* The first page of the block holding addr (addr inside h's frag pages). */
 static struct pf_page *block_of(const struct pf_shared_header *h, const void *addr)
@@ -144,6 +170,6 @@ int pf__shared_page_query(const void *addr, pf_page_info_t *out)
 	}
 	struct pf_shared_header *h = local->header;
 	struct pf_page *page = block_of(h, addr);
-	pf__page_info(page, pf__shared_page_address(h, page), out);
+	pf__page_info(page, shared_page_address(h, page), out);
 	return 0;
 }

@@ -9,7 +9,7 @@
  * reused and in a fork child, which is how a thread notices that the cache
  * pointer it keeps for the entry (pf_thread.shared_cache) is stale.
  */
-#include "shared_layout.h"
+#include "shared/shared.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -61,10 +61,17 @@ static int enter(struct pf_shared *local)
 	return 0;
 }
 
-pf_shared_t *pf_shared_create(const char *name, size_t size, unsigned mode, int backing,
-			      const char *directory)
+/* Before the first arena: page_frag learns the shared source, the threads the give-back hook. */
+static int register_with_layers_below(void)
 {
-	if (!pf__init_ok())
+	pf__frag_set_source(PF_SOURCE_SHARED, &pf__shared_source);
+	return pf__thread_on_give_back(pf__shared_thread_release);
+}
+
+pf_shared_t *pf__shared_create(const char *name, size_t size, unsigned mode, int backing,
+			       const char *directory)
+{
+	if (register_with_layers_below() != 0)
 		return NULL;
 	pthread_mutex_lock(&pf__shared_lock);
 	struct pf_shared *local = free_entry();
@@ -75,9 +82,9 @@ pf_shared_t *pf_shared_create(const char *name, size_t size, unsigned mode, int 
 	return local;
 }
 
-pf_shared_t *pf_shared_attach(const char *name, const char *directory)
+pf_shared_t *pf__shared_attach(const char *name, const char *directory)
 {
-	if (!pf__init_ok())
+	if (register_with_layers_below() != 0)
 		return NULL;
 	pthread_mutex_lock(&pf__shared_lock);
 	struct pf_shared *local = pf__shared_find_attached(name, directory);

@@ -22,7 +22,7 @@
  *   the one in use). A cache's current page address points at its first
  *   fragment: drain or destroy caches before exit for exact leak reports.
  */
-#include "internal.h"
+#include "api/api.h"
 
 #ifdef PF_VALGRIND
 

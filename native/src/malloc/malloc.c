@@ -35,7 +35,7 @@
  * header canaries, tail canaries after the requested size, and poisons freed
  * small blocks.
  */
-#include "internal.h"
+#include "malloc/malloc.h"
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -110,11 +110,11 @@ static inline size_t small_max(void)
 /*
  * Requests below this take pf__malloc's fast path: PYFRAG_FRAG_MAX (clamped)
  * plus one, or 0 in check mode. One load instead of two options and a clamp
- * per call; options.c calls pf__malloc_options_changed after every change.
+ * per call; an option-change hook (sys/options.c) keeps it current.
  */
 static _Atomic size_t fast_below;
 
-void pf__malloc_options_changed(void)
+static void options_changed(void)
 {
 	atomic_store_explicit(&fast_below, check_mode() ? 0 : small_max() + 1, memory_order_relaxed);
 }
@@ -407,11 +407,11 @@ static unsigned order_for(size_t bytes)
 static void *medium_alloc(size_t size, size_t align)
 {
 	unsigned order = order_for(size > align ? size : align);
-	struct pf_page *page = pf__pages_alloc(order, PF_GFP_NORESERVE);
+	struct pf_thread *t = pf__self;
+	struct pf_page *page = pf__pages_alloc(t ? &t->pcp : NULL, order, PF_GFP_NORESERVE);
 	if (!page)
 		return NULL;
 	page->flags |= PF_PF_RUN;
-	struct pf_thread *t = pf__self;
 	if (t)
 		pf__local_inc(&t->malloc_medium);
 	else
@@ -583,6 +583,8 @@ static bool init_ready(void)
 		return true;
 	if (atomic_load_explicit(&degraded, memory_order_relaxed) &&
 	    atomic_fetch_add_explicit(&init_skips, 1, memory_order_relaxed) % 256 != 0)
+		return false;
+	if (pf__options_on_change(options_changed) != 0)
 		return false;
 	return pf__ensure_init() == 0;
 }

@@ -29,7 +29,7 @@
  *   resolves and the decision above.
  * - PYFRAG_STATS=1: a summary on stderr at exit, from the preloaded copy.
  */
-#include "shared_layout.h"
+#include "malloc/malloc.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -5,7 +5,7 @@
  * entry points (alloc, free) stay a check and a call into the inline fast
  * paths of page_frag.
  */
-#include "internal.h"
+#include "api/api.h"
 
 #include <errno.h>
 #include <string.h>
@@ -14,8 +14,6 @@ _Atomic int pf__ready; /* 0 not yet, 1 up, -1 failed */
 pthread_mutex_t pf__init_lock = PTHREAD_MUTEX_INITIALIZER;
 static int init_errno;
 
-static PF_TLS const char *last_message;
-static PF_TLS int last_errno;
 
 static struct pf_pool cache_pool = { .object_size = sizeof(struct pf_cache) };
 
@@ -39,24 +37,6 @@ _Static_assert(offsetof(struct pf_cache, destroyable) >= offsetof(pf_cache_fast_
 		       offsetof(struct pf_cache, destroyable) < offsetof(pf_cache_fast_t, owner),
 	       "destroyable lives in pf_cache_fast_t.reserved_");
 _Static_assert(PF_BIAS_FULL_ == PF_BIAS_FULL, "full bias");
-
-void *pf__fail(int err, const char *message)
-{
-	last_errno = err;
-	last_message = message;
-	errno = err;
-	return NULL;
-}
-
-int pf_last_error(void)
-{
-	return last_errno;
-}
-
-const char *pf_last_error_message(void)
-{
-	return last_message ? last_message : "no error";
-}
 
 /* ---- initialisation ------------------------------------------------------- */
 
@@ -127,7 +107,7 @@ pf_cache_t *pf_cache_create(void)
 	pthread_mutex_lock(&pf__meta_lock);
 	struct pf_cache *cache = pf__pool_get(&cache_pool);
 	if (cache) {
-		pf__frag_cache_init(cache);
+		pf__frag_cache_init(cache, PF_SOURCE_PRIVATE, NULL);
 		cache->destroyable = true;
 		pf__cache_register(cache);
 	}
@@ -184,7 +164,7 @@ void pf_cache_drain(pf_cache_t *cache)
 
 void *pf_alloc(size_t fragsz)
 {
-	struct pf_thread *t = pf__thread();
+	struct pf_thread *t = pf__api_thread();
 	return PF_LIKELY(t != NULL) ? pf__vg_alloc(&t->cache, pf__frag_alloc(&t->cache, fragsz, 1),
 						   fragsz, false)
 				    : NULL;
@@ -192,7 +172,7 @@ void *pf_alloc(size_t fragsz)
 
 void *pf_alloc_align(size_t fragsz, size_t align)
 {
-	struct pf_thread *t = pf__thread();
+	struct pf_thread *t = pf__api_thread();
 	return PF_LIKELY(t != NULL) ? pf__vg_alloc(&t->cache, pf__frag_alloc(&t->cache, fragsz, align),
 						   fragsz, false)
 				    : NULL;
@@ -200,7 +180,7 @@ void *pf_alloc_align(size_t fragsz, size_t align)
 
 pf_cache_t *pf_thread_cache(void)
 {
-	struct pf_thread *t = pf__thread();
+	struct pf_thread *t = pf__api_thread();
 	return t ? &t->cache : NULL;
 }
 
@@ -278,7 +258,7 @@ static int free_any(void *addr)
 	if (PF_UNLIKELY(!head))
 		return foreign_free(addr);
 	/* state for the page lists the freed page may land on */
-	struct pf_thread *t = pf__thread();
+	struct pf_thread *t = pf__api_thread();
 	if (t && t->cache.page == head && PF_UNLIKELY(bogus_local_free(&t->cache, addr)))
 		return refuse_local_free();
 	if (t && pf__frag_free_local(&t->cache, head, addr, 0))
@@ -306,7 +286,7 @@ static __attribute__((noinline)) int cache_free_slow(pf_cache_t *cache, void *fr
 	struct pf_page *head = pf__head_page(frag);
 	if (PF_UNLIKELY(!head))
 		return foreign_free(frag);
-	struct pf_thread *t = pf__thread();
+	struct pf_thread *t = pf__api_thread();
 	if (cache->owner == pf_thread_id()) {
 		if (cache->page == head && PF_UNLIKELY(bogus_local_free(cache, frag)))
 			return refuse_local_free();
@@ -377,20 +357,6 @@ int pf_page_query(const void *addr, pf_page_info_t *out)
 		page -= page->head_delta;
 	pf__page_info(page, (uintptr_t)pf__page_address(page), out);
 	return 0;
-}
-
-void pf__page_info(const struct pf_page *page, uintptr_t head, pf_page_info_t *out)
-{
-	memset(out, 0, sizeof(*out));
-	out->head = head;
-	out->order = page->order;
-	out->size = PF_PAGE_SIZE << page->order;
-	if (pf__state(page) == PF_PS_IN_USE) {
-		out->flags |= PF_PAGE_IN_USE;
-		out->refcount = atomic_load_explicit(&page->refcount, memory_order_acquire);
-	}
-	if (page->flags & PF_PF_RESERVE)
-		out->flags |= PF_PAGE_RESERVE;
 }
 
 int pf_cache_query(const pf_cache_t *cache, pf_cache_info_t *out)

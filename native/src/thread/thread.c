@@ -5,8 +5,11 @@
  * initial-exec TLS pointer. At thread exit (a pthread key destructor) the
  * cache is drained, the page lists go back to the buddy allocator and the
  * counters are folded into the retired totals, so short-lived threads leave
- * nothing behind. Also the registry of live caches and threads that stats
- * walks (under pf__meta_lock).
+ * nothing behind; the layers above give back their own per-thread things in
+ * hooks run there. Also the registry of live caches and threads that stats
+ * walks (under pf__meta_lock), and the private page source: page_frag's
+ * caches refill from the page allocator through the calling thread's page
+ * lists, and a page freed goes onto the freeing thread's.
  *
  * A thread that has been torn down never gets a state again: glibc frees
  * some of its own thread-local buffers after every key destructor has run
@@ -15,7 +18,7 @@
  * caller already has a path without a state (an eager page-reference drop,
  * the global buddy lists, a page run for a small malloc).
  */
-#include "internal.h"
+#include "thread/thread.h"
 
 #include <errno.h>
 
@@ -60,6 +63,71 @@ static void on_thread_exit(void *unused)
 	pf__thread_teardown();
 }
 
+/* ---- the private page source: the page allocator through this thread's lists ---- */
+
+static struct pf_pcp *my_pcp(void)
+{
+	struct pf_thread *self = pf__self;
+	return self ? &self->pcp : NULL;
+}
+
+static struct pf_page *private_alloc(void *arg, unsigned order, unsigned gfp)
+{
+	(void)arg;
+	return pf__pages_alloc(my_pcp(), order, gfp);
+}
+
+static uintptr_t private_address(void *arg, const struct pf_page *page)
+{
+	(void)arg;
+	return (uintptr_t)pf__page_address(page);
+}
+
+static void private_release(struct pf_page *head)
+{
+	pf__pages_free(my_pcp(), head);
+}
+
+static void private_count(void *arg, const struct pf_page *page, enum pf_counter c)
+{
+	(void)arg;
+	(void)page;
+	pf__count(c, 1);
+}
+
+static const struct pf_page_source private_source = {
+	.alloc = private_alloc,
+	.address = private_address,
+	.release = private_release,
+	.count = private_count,
+};
+
+/* ---- give-back hooks ----------------------------------------------------------- */
+
+#define HOOKS_MAX 4
+static void (*give_back_hooks[HOOKS_MAX])(struct pf_thread *t);
+static _Atomic unsigned give_back_count;
+static pthread_mutex_t hooks_lock = PTHREAD_MUTEX_INITIALIZER;
+
+int pf__thread_on_give_back(void (*hook)(struct pf_thread *t))
+{
+	int ret = 0;
+	pthread_mutex_lock(&hooks_lock);
+	unsigned n = atomic_load_explicit(&give_back_count, memory_order_relaxed);
+	bool known = false;
+	for (unsigned i = 0; i < n; i++)
+		known |= give_back_hooks[i] == hook;
+	if (!known && n < HOOKS_MAX) {
+		give_back_hooks[n] = hook;
+		atomic_store_explicit(&give_back_count, n + 1, memory_order_release);
+	} else if (!known) {
+		pf__fail(ENOSPC, "too many thread give-back hooks");
+		ret = -1;
+	}
+	pthread_mutex_unlock(&hooks_lock);
+	return ret;
+}
+
 int pf__thread_init(void)
 {
 	int err = pthread_key_create(&exit_key, on_thread_exit);
@@ -67,6 +135,7 @@ int pf__thread_init(void)
 		errno = err;
 		return -1;
 	}
+	pf__frag_set_source(PF_SOURCE_PRIVATE, &private_source);
 	return 0;
 }
 
@@ -74,13 +143,11 @@ struct pf_thread *pf__thread_setup(void)
 {
 	if (PF_UNLIKELY(torn_down))
 		return pf__fail(ESRCH, "this thread has exited: pyfrag keeps no state for it");
-	if (!pf__init_ok())
-		return NULL;
 	pthread_mutex_lock(&pf__meta_lock);
 	struct pf_thread *t = pf__pool_get(&thread_pool);
 	if (t) {
-		pf__frag_cache_init(&t->cache);
-		pf__frag_cache_init(&t->spare);
+		pf__frag_cache_init(&t->cache, PF_SOURCE_PRIVATE, NULL);
+		pf__frag_cache_init(&t->spare, PF_SOURCE_PRIVATE, NULL);
 		for (int slot = 0; slot < PF_PCP_ORDERS; slot++)
 			t->pcp.head[slot] = PF_NIL;
 		pf__cache_register(&t->cache);
@@ -122,7 +189,9 @@ void pf__thread_give_back(struct pf_thread *t)
 	pf__frag_put_flush(&t->put);
 	pf__frag_drain(&t->cache);
 	pf__frag_drain(&t->spare);
-	pf__shared_thread_release(t);
+	unsigned n = atomic_load_explicit(&give_back_count, memory_order_acquire);
+	for (unsigned i = 0; i < n; i++)
+		give_back_hooks[i](t);
 	pf__pcp_flush(&t->pcp);
 }
 

@@ -20,14 +20,33 @@
  * is reused in place without a trip to the page allocator, unless it came
  * from the emergency reserve (pfmemalloc), which goes home instead.
  *
- * A cache of a shared arena (cache->shared) runs the same code; only where
- * its pages come from and go back to, and where its counters go, differ.
+ * Every cache runs the same code whatever its page source (page_frag.h):
+ * only where its pages come from and go back to, and where its counters go,
+ * differ.
  */
-#include "internal.h"
+#include "page_frag/page_frag.h"
 
 #include <errno.h>
 
-void pf__frag_cache_init(struct pf_cache *cache)
+static _Atomic(const struct pf_page_source *) sources[PF_SOURCE_COUNT];
+
+void pf__frag_set_source(enum pf_page_source_id id, const struct pf_page_source *source)
+{
+	atomic_store_explicit(&sources[id], source, memory_order_release);
+}
+
+static const struct pf_page_source *source(unsigned id)
+{
+	return atomic_load_explicit(&sources[id], memory_order_acquire);
+}
+
+/* The source a block belongs to, from where its metadata lies. */
+static const struct pf_page_source *source_of_page(const struct pf_page *head)
+{
+	return source(pf__private_page(head) ? PF_SOURCE_PRIVATE : PF_SOURCE_SHARED);
+}
+
+void pf__frag_cache_init(struct pf_cache *cache, enum pf_page_source_id id, void *arg)
 {
 	cache->va = 0;
 	cache->offset = 0;
@@ -37,7 +56,8 @@ void pf__frag_cache_init(struct pf_cache *cache)
 	cache->pfmemalloc = false;
 	cache->destroyable = false;
 	cache->page = NULL;
-	cache->shared = NULL;
+	cache->source = (uint8_t)id;
+	cache->source_arg = arg;
 	cache->owner = pf_thread_id();
 }
 
@@ -48,26 +68,18 @@ static void set_held(struct pf_page *page, bool held)
 
 static void frag_count(const struct pf_cache *cache, enum pf_counter c)
 {
-	if (PF_UNLIKELY(cache->shared != NULL))
-		pf__shared_frag_count(cache->shared, c);
-	else
-		pf__count(c, 1);
+	source(cache->source)->count(cache->source_arg, cache->page, c);
 }
 
 static struct pf_page *take_block(const struct pf_cache *cache, unsigned order, unsigned gfp)
 {
-	if (PF_UNLIKELY(cache->shared != NULL))
-		return pf__shared_pages_alloc(cache->shared, order, gfp);
-	return pf__pages_alloc(order, gfp);
+	return source(cache->source)->alloc(cache->source_arg, order, gfp);
 }
 
-/* A block whose last reference is gone goes home: the private arena or a shared one. */
+/* A block whose last reference is gone goes home: to the source its metadata says. */
 static void release_block(struct pf_page *head)
 {
-	if (PF_LIKELY(pf__private_page(head)))
-		pf__pages_free(head);
-	else
-		pf__shared_pages_free(head);
+	source_of_page(head)->release(head);
 }
 
 /* Give back every reference the cache owns; true if that was the last one. */
@@ -112,8 +124,7 @@ static bool refill(struct pf_cache *cache, uint32_t need)
 	atomic_fetch_add_explicit(&page->refcount, PF_FRAG_PAGE_SIZE, memory_order_relaxed);
 	set_held(page, true);
 	cache->page = page;
-	cache->va = cache->shared ? pf__shared_page_address(cache->shared, page)
-				  : (uintptr_t)pf__page_address(page);
+	cache->va = source(cache->source)->address(cache->source_arg, page);
 	cache->size = PF_PAGE_SIZE << page->order;
 	cache->offset = 0;
 	pf__bias_set_full(cache);
@@ -171,11 +182,12 @@ static void *alloc_slow(struct pf_cache *cache, uint32_t fragsz, uint32_t align)
 
 void *pf__frag_alloc_slow(struct pf_cache *cache, uint32_t fragsz, uint32_t align)
 {
-	if (PF_LIKELY(cache->shared == NULL))
+	const struct pf_page_source *src = source(cache->source);
+	if (PF_LIKELY(src->busy == NULL))
 		return alloc_slow(cache, fragsz, align);
-	pf__shared_busy(cache, true);
+	src->busy(cache, true);
 	void *frag = alloc_slow(cache, fragsz, align);
-	pf__shared_busy(cache, false);
+	src->busy(cache, false);
 	return frag;
 }
 
@@ -200,11 +212,7 @@ int pf__frag_put(struct pf_page *head)
 	}
 	/* More frees than fragments: undo, refuse, and leave the page as it was. */
 	atomic_fetch_add_explicit(&head->refcount, 1, memory_order_relaxed);
-	struct pf_shared_header *shared = pf__private_page(head) ? NULL : pf__shared_header_of_page(head);
-	if (shared)
-		pf__shared_frag_count(shared, PF_CTR_INVALID_FREES);
-	else
-		pf__count(PF_CTR_INVALID_FREES, 1);
+	source_of_page(head)->count(NULL, head, PF_CTR_INVALID_FREES);
 	pf__fail(EINVAL, "page reference count would go below zero (double free?)");
 	return -1;
 }
@@ -222,12 +230,12 @@ static bool put_flush(struct pf_put_batch *batch)
 	if (PF_LIKELY(old > n))
 		return false;
 	if (old == n) {
-		pf__pages_free(page);
+		release_block(page);
 		return true;
 	}
 	/* more frees than fragments (a double free elsewhere): undo, as pf__frag_put does */
 	atomic_fetch_add_explicit(&page->refcount, n, memory_order_relaxed);
-	pf__count(PF_CTR_INVALID_FREES, 1);
+	source_of_page(page)->count(NULL, page, PF_CTR_INVALID_FREES);
 	return false;
 }
 
@@ -248,7 +256,7 @@ int pf__frag_put_batch_slow(struct pf_put_batch *batch, struct pf_page *head)
 		}
 	} else if (put_flush(batch)) {
 		/* the batch held every reference left: this free has no fragment to free */
-		pf__count(PF_CTR_INVALID_FREES, 1);
+		source_of_page(head)->count(NULL, head, PF_CTR_INVALID_FREES);
 		pf__fail(EINVAL, "page reference count would go below zero (double free?)");
 		return -1;
 	}

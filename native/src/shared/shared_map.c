@@ -19,7 +19,7 @@
  * - The header's magic is stored last (release), so an attacher either sees
  *   a complete arena or EAGAIN.
  */
-#include "shared_layout.h"
+#include "shared/shared.h"
 
 #include <errno.h>
 #include <fcntl.h>
