@@ -80,7 +80,8 @@ def sort_input(release):
 
 
 def run_stats(library: str, argv: list[str], fault: bool):
-    env = {"PYFRAG_LIBRARY": library}
+    # neither library here is a sanitizer build: a sanitizer runtime the run preloads stays out
+    env = {"PYFRAG_LIBRARY": library, "LD_PRELOAD": ""}
     if fault:
         env["PYFRAG_FAULT_COMMIT"] = "1"
     return run_cli("run", "--stats", "--", *argv, env=env)

@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: GPL-2.0-only */
 /*
- * The public C API (pyfrag.h): argument checks, lazy initialisation, error
- * reporting, and the glue from public calls to the layers below. The hot
- * entry points (alloc, free) stay a check and a call into the inline fast
- * paths of page_frag.
+ * The public C API (pyfrag.h): argument checks, the one lazy initialisation
+ * of the layers below (a failed one is retried by the next call), caches,
+ * frees, pf_trim and the page and cache queries. The hot entry points (alloc,
+ * free) stay a check and a call into the inline fast paths of page_frag.
+ * Failures are reported through sys (pf__fail).
  */
 #include "api/api.h"
 
@@ -36,6 +37,9 @@ _Static_assert(offsetof(struct pf_cache, pfmemalloc) >= offsetof(pf_cache_fast_t
 _Static_assert(offsetof(struct pf_cache, destroyable) >= offsetof(pf_cache_fast_t, reserved_) &&
 		       offsetof(struct pf_cache, destroyable) < offsetof(pf_cache_fast_t, owner),
 	       "destroyable lives in pf_cache_fast_t.reserved_");
+_Static_assert(offsetof(struct pf_cache, source) >= offsetof(pf_cache_fast_t, reserved_) &&
+		       offsetof(struct pf_cache, source) < offsetof(pf_cache_fast_t, owner),
+	       "source lives in pf_cache_fast_t.reserved_");
 _Static_assert(PF_BIAS_FULL_ == PF_BIAS_FULL, "full bias");
 
 /* ---- initialisation ------------------------------------------------------- */

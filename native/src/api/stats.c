@@ -4,7 +4,7 @@
  * PF_STATS_FIELDS X-macro in pyfrag.h; bindings read names and docs from
  * here and check the struct's size and version before trusting it.
  * Hot counters are summed from the live caches and threads plus what the
- * dead ones left; the rest are global (see internal.h).
+ * dead ones left; the rest are global (sys.h's pf__counters).
  */
 #include "api/api.h"
 

@@ -9,7 +9,7 @@
  *   tail call into malloc.c, which initialises pyfrag on that first call,
  *   whenever it comes (the dynamic loader and libc call malloc before any
  *   constructor runs): options are read from environ by hand, the thread
- *   state lives behind one initial-exec TLS pointer and comes from meta.c's
+ *   state lives behind one initial-exec TLS pointer and comes from pools.c's
  *   pools, and nothing on the way calls dlsym, getenv or stdio. If it does
  *   not (a program linked against libpyfrag.so for the C API), every name
  *   forwards to glibc's own allocator (__libc_malloc and friends), so such a

@@ -34,7 +34,7 @@
  *   compact and the never-used tail is what a trim can give back.
  *
  * Callers hold pf__page_lock for commit, release and growth; the lookups
- * (pf__in_arena and friends in internal.h) take no lock: a region's fields
+ * (pf__in_arena and friends in memory.h) take no lock: a region's fields
  * are written before nregions publishes it, and a trim only lowers slots
  * over chunks no pointer can be in.
  */

@@ -5,7 +5,7 @@
  *
  * - A process takes a slot in the table at attach and holds the slot's
  *   liveness lock (an open-file-description lock on the arena's file, see
- *   shared_layout.h) until its last detach; the kernel releases it when the
+ *   shared.h) until its last detach; the kernel releases it when the
  *   process dies, so death is seen the same from any pid namespace and a
  *   reused pid cannot pass for the dead process. Each thread takes a cache slot on its first allocation and
  *   gives it back at thread exit, pf_shared_thread_flush or detach. Slots are
