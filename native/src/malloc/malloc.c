@@ -114,8 +114,9 @@ static inline size_t small_max(void)
  */
 static _Atomic size_t fast_below;
 
-static void options_changed(void)
+static void options_changed(void *unused)
 {
+	(void)unused;
 	atomic_store_explicit(&fast_below, check_mode() ? 0 : small_max() + 1, memory_order_relaxed);
 }
 

@@ -48,14 +48,8 @@ static const struct pf_page_source *source_of_page(const struct pf_page *head)
 
 void pf__frag_cache_init(struct pf_cache *cache, enum pf_page_source_id id, void *arg)
 {
-	cache->va = 0;
-	cache->offset = 0;
-	cache->size = 0;
-	cache->handed = 0;
-	cache->returned = 0;
-	cache->pfmemalloc = false;
+	pf__frag_forget_page(cache);
 	cache->destroyable = false;
-	cache->page = NULL;
 	cache->source = (uint8_t)id;
 	cache->source_arg = arg;
 	cache->owner = pf_thread_id();

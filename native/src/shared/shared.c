@@ -262,8 +262,9 @@ void pf_shared_thread_flush(pf_shared_t *arena)
 		release_thread_cache(t, local->index);
 }
 
-void pf__shared_thread_release(struct pf_thread *t)
+void pf__shared_thread_release(void *thread)
 {
+	struct pf_thread *t = thread;
 	if (atomic_load_explicit(&pf__shared_attached, memory_order_relaxed) == 0)
 		return;
 	pthread_mutex_lock(&pf__shared_lock); /* against a detach unmapping it meanwhile */

@@ -202,7 +202,7 @@ PF_INTERNAL extern const struct pf_page_source pf__shared_source;
 PF_INTERNAL void pf__shared_frag_count(struct pf_shared_header *h, enum pf_counter c);
 /* A page's header if it belongs to an attached shared arena, else NULL. */
 PF_INTERNAL struct pf_shared_header *pf__shared_header_of_page(const struct pf_page *page);
-/* Thread give-back hook (thread.h): give back the thread's shared caches. */
-PF_INTERNAL void pf__shared_thread_release(struct pf_thread *t);
+/* Thread give-back hook (thread.h): give back the thread's (a struct pf_thread *) shared caches. */
+PF_INTERNAL void pf__shared_thread_release(void *thread);
 
 #endif /* PF_SHARED_H */

@@ -123,18 +123,8 @@ const char *pf__env_value(const char *name)
 
 static pthread_once_t load_once = PTHREAD_ONCE_INIT;
 
-/* Who follows option changes (the malloc front's cached limits); append-only. */
-#define HOOKS_MAX 4
-static void (*hooks[HOOKS_MAX])(void);
-static _Atomic unsigned nhooks;
-static pthread_mutex_t hooks_lock = PTHREAD_MUTEX_INITIALIZER;
-
-static void run_hooks(void)
-{
-	unsigned n = atomic_load_explicit(&nhooks, memory_order_acquire);
-	for (unsigned i = 0; i < n; i++)
-		hooks[i]();
-}
+/* Who follows option changes (the malloc front's cached limits). */
+static struct pf_hooks hooks = PF_HOOKS_INIT;
 
 static void load(void);
 
@@ -143,31 +133,19 @@ void pf__options_load(void)
 	pthread_once(&load_once, load);
 }
 
-int pf__options_on_change(void (*hook)(void))
+int pf__options_on_change(void (*hook)(void *arg))
 {
-	pthread_mutex_lock(&hooks_lock);
-	unsigned n = atomic_load_explicit(&nhooks, memory_order_relaxed);
-	bool known = false;
-	for (unsigned i = 0; i < n; i++)
-		known |= hooks[i] == hook;
-	if (!known && n < HOOKS_MAX) {
-		hooks[n] = hook;
-		atomic_store_explicit(&nhooks, n + 1, memory_order_release);
-	}
-	pthread_mutex_unlock(&hooks_lock);
-	if (!known && n == HOOKS_MAX) {
-		pf__fail(ENOSPC, "too many option-change hooks");
+	if (pf__hooks_add(&hooks, hook) != 0)
 		return -1;
-	}
 	pf__options_load();
-	hook(); /* the values may have been loaded before it was known: it sees them now */
+	hook(NULL); /* the values may have been loaded before it was known: it sees them now */
 	return 0;
 }
 
 void pf__option_store(const struct pf_option_row *row, long long value)
 {
 	atomic_store_explicit(row->value, usable(row, value), memory_order_relaxed);
-	run_hooks();
+	pf__hooks_run(&hooks, NULL);
 }
 
 static void load(void)
@@ -180,5 +158,5 @@ static void load(void)
 			pf__option_parse(&pf__option_rows[i], pf__option_rows[i].def, &value);
 		atomic_store_explicit(pf__option_rows[i].value, usable(&pf__option_rows[i], value), memory_order_relaxed);
 	}
-	run_hooks();
+	pf__hooks_run(&hooks, NULL);
 }

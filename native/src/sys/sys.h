@@ -4,8 +4,9 @@
  * in pyfrag is below. The OS table (every mmap, munmap and madvise pyfrag
  * makes, including the shared arenas' file mappings), failure reporting
  * (errno plus the thread's last-error sentence) and the global event
- * counters, the option table read from the environment, and text written
- * without stdio. Includes only the public header and libc.
+ * counters, the option table read from the environment, hook lists through
+ * which lower layers call the ones above, and text written without stdio.
+ * Includes only the public header and libc.
  *
  * Prefixes: pf__ for internals shared between files, pf_ public (pyfrag.h).
  */
@@ -104,10 +105,10 @@ PF_INTERNAL bool pf__option_parse(const struct pf_option_row *row, const char *t
 /* Store a parsed value (PYFRAG_ARENA clamped to what the arena can use) and run the hooks. */
 PF_INTERNAL void pf__option_store(const struct pf_option_row *row, long long value);
 /*
- * Call hook after the options are loaded and after every store (a layer that
- * caches values derived from them); also once now. 0, or -1/ENOSPC.
+ * Call hook (arg NULL) after the options are loaded and after every store (a
+ * layer that caches values derived from them); also once now. 0, or -1/ENOSPC.
  */
-PF_INTERNAL int pf__options_on_change(void (*hook)(void));
+PF_INTERNAL int pf__options_on_change(void (*hook)(void *arg));
 /* The value of an environment variable, read from environ without allocating; NULL if unset. */
 PF_INTERNAL const char *pf__env_value(const char *name);
 
@@ -160,6 +161,24 @@ static inline void pf__local_inc(pf_local_counter *c)
 	atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
 			      memory_order_relaxed);
 }
+
+/* ---- hook lists (hooks.c) ------------------------------------------------------ */
+
+/*
+ * A short append-only list of functions a lower layer calls for the layers
+ * above (option changes, thread give-back). Adding is locked and idempotent;
+ * running takes no lock and sees every hook whose addition completed.
+ */
+#define PF_HOOKS_MAX 4
+struct pf_hooks {
+	void (*fn[PF_HOOKS_MAX])(void *arg);
+	_Atomic unsigned count;
+	pthread_mutex_t lock;
+};
+#define PF_HOOKS_INIT { .count = 0, .lock = PTHREAD_MUTEX_INITIALIZER }
+/* 0 (added, or there already), or -1/ENOSPC when the list is full. */
+PF_INTERNAL int pf__hooks_add(struct pf_hooks *hooks, void (*fn)(void *arg));
+PF_INTERNAL void pf__hooks_run(struct pf_hooks *hooks, void *arg);
 
 /* ---- the OS table (os.c) ------------------------------------------------------ */
 

@@ -104,28 +104,11 @@ static const struct pf_page_source private_source = {
 
 /* ---- give-back hooks ----------------------------------------------------------- */
 
-#define HOOKS_MAX 4
-static void (*give_back_hooks[HOOKS_MAX])(struct pf_thread *t);
-static _Atomic unsigned give_back_count;
-static pthread_mutex_t hooks_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct pf_hooks give_back_hooks = PF_HOOKS_INIT;
 
-int pf__thread_on_give_back(void (*hook)(struct pf_thread *t))
+int pf__thread_on_give_back(void (*hook)(void *thread))
 {
-	int ret = 0;
-	pthread_mutex_lock(&hooks_lock);
-	unsigned n = atomic_load_explicit(&give_back_count, memory_order_relaxed);
-	bool known = false;
-	for (unsigned i = 0; i < n; i++)
-		known |= give_back_hooks[i] == hook;
-	if (!known && n < HOOKS_MAX) {
-		give_back_hooks[n] = hook;
-		atomic_store_explicit(&give_back_count, n + 1, memory_order_release);
-	} else if (!known) {
-		pf__fail(ENOSPC, "too many thread give-back hooks");
-		ret = -1;
-	}
-	pthread_mutex_unlock(&hooks_lock);
-	return ret;
+	return pf__hooks_add(&give_back_hooks, hook);
 }
 
 int pf__thread_init(void)
@@ -189,9 +172,7 @@ void pf__thread_give_back(struct pf_thread *t)
 	pf__frag_put_flush(&t->put);
 	pf__frag_drain(&t->cache);
 	pf__frag_drain(&t->spare);
-	unsigned n = atomic_load_explicit(&give_back_count, memory_order_acquire);
-	for (unsigned i = 0; i < n; i++)
-		give_back_hooks[i](t);
+	pf__hooks_run(&give_back_hooks, t);
 	pf__pcp_flush(&t->pcp);
 }
 

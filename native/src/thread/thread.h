@@ -52,12 +52,12 @@ PF_INTERNAL void pf__thread_teardown(void);
 /* Once, at library init (after the memory layer): the exit key and the private page source. */
 PF_INTERNAL int pf__thread_init(void);
 /*
- * Call hook(t) whenever a thread state gives its memory back (thread exit,
- * pf_thread_flush), after its private caches are drained: the layers above
- * keep per-thread things of their own there (a shared arena's caches).
- * Append-only; 0, or -1/ENOSPC.
+ * Call hook(thread), a struct pf_thread *, whenever a thread state gives its
+ * memory back (thread exit, pf_thread_flush), after its private caches are
+ * drained: the layers above keep per-thread things of their own there (a
+ * shared arena's caches). Append-only; 0, or -1/ENOSPC.
  */
-PF_INTERNAL int pf__thread_on_give_back(void (*hook)(struct pf_thread *t));
+PF_INTERNAL int pf__thread_on_give_back(void (*hook)(void *thread));
 
 /* Live caches and threads, for stats; walk under pf__meta_lock. */
 PF_INTERNAL extern struct pf_cache *pf__live_caches;
