@@ -21,7 +21,7 @@ import textwrap
 import pytest
 
 import pyfrag
-from pyfrag import _lib
+from pyfrag._native import loader
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # the build mode whose native programs the tests run (CI also runs asan and tsan)
@@ -61,7 +61,7 @@ def run_cli(*argv: str, env: dict | None = None, timeout: float = 120):
 
 @pytest.fixture(scope="session")
 def lib():
-    return _lib.lib()
+    return loader.lib()
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ RESERVE, COMMIT, DECOMMIT, MADVISE, META, SHARED, SITES = range(7)  # enum pf_fa
 
 
 def debug_api(cdll):
-    """The fault-injection calls (not in pyfrag._lib: a test interface)."""
+    """The fault-injection calls (not in pyfrag._native: a test interface)."""
     cdll.pf_debug_fault_set.argtypes = [ctypes.c_int, ctypes.c_uint64, ctypes.c_int64]
     cdll.pf_debug_fault_set.restype = ctypes.c_int
     cdll.pf_debug_fault_get.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_uint64),
@@ -64,8 +64,8 @@ def test_cache_creation_fails_cleanly_when_metadata_cannot_be_mapped(faults):
 
 COMMIT_FAULT = """
 import ctypes, json, pyfrag
-from pyfrag import _lib
-lib = _lib.lib()
+from pyfrag._native import loader
+lib = loader.lib()
 lib.pf_debug_fail_commit.argtypes = [ctypes.c_uint64]
 out = {}
 cache = pyfrag.FragCache()

@@ -447,10 +447,11 @@ def test_python_fork_and_subprocess_under_preload(tmp_path):
 def test_ctypes_load_does_not_take_over_malloc():
     done = run_python("""
         import ctypes, pyfrag
+        from pyfrag.stats import arena_range
         libc = ctypes.CDLL(None)
         libc.malloc.restype = ctypes.c_void_p
         libc.free.argtypes = [ctypes.c_void_p]
-        base, size = pyfrag._lib.arena_range()
+        base, size = arena_range()
         before = pyfrag.stats()
         blocks = [libc.malloc(n) for n in (16, 1500, 100000, 5 << 20)]
         inside = [base <= p < base + size for p in blocks]

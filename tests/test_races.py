@@ -347,3 +347,43 @@ def test_exit_with_daemon_threads_using_an_arena(lib):
             assert not os.path.exists("/dev/shm/pyfrag." + name)
     finally:
         remove_arenas(name)
+
+
+CACHE_EXIT = """
+import atexit, sys, threading, time
+caches = []
+# registered before pyfrag's own exit hook, so it runs after it: the caches are closed by then
+atexit.register(lambda: print("closed", all(c.closed for c in caches), flush=True))
+import pyfrag
+sys.setswitchinterval(1e-6)
+started = threading.Barrier(3)
+
+
+def work():
+    cache = pyfrag.FragCache()
+    caches.append(cache)
+    started.wait()
+    while True:
+        try:
+            frag = cache.alloc(32768)
+            frag[0:100] = bytes(100)
+            frag.free()
+        except pyfrag.FragError:
+            pass  # closed at exit, from the main thread: every later call raises
+
+
+for _ in range(2):
+    threading.Thread(target=work, daemon=True).start()
+started.wait()
+time.sleep(0.05)
+print("exiting")
+"""
+
+
+def test_exit_with_daemon_threads_using_caches(lib):
+    """At exit a FragCache still open is closed like an arena (the same base class): after its
+    owner thread's call in flight, from the main thread, and later calls raise."""
+    for _ in range(3):
+        proc = run_python(CACHE_EXIT, env=UNMAP_FREED, args=("-X", "faulthandler"), timeout=60)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert proc.stdout.split() == ["exiting", "closed", "True"], proc.stdout
