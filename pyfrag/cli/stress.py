@@ -58,28 +58,27 @@ exit: 0 all checks held, 1 a check failed, 2 usage, 130 interrupted."""
 
 # ---- arguments -----------------------------------------------------------------
 
-def _count(low: int, high: int):
-    def parse(text: str) -> int:
+def _bounded(convert, what: str, out_of_range: str, low, high):
+    """An argparse type: convert(text) in low..high, else a usage error saying which."""
+    def parse(text: str):
         try:
-            value = int(text)
+            value = convert(text)
         except ValueError:
-            raise argparse.ArgumentTypeError("%r is not a whole number" % text) from None
+            raise argparse.ArgumentTypeError("%r is not %s" % (text, what)) from None
         if not low <= value <= high:
-            raise argparse.ArgumentTypeError("%d is not in %d..%d" % (value, low, high))
+            raise argparse.ArgumentTypeError(
+                out_of_range % {"text": text, "value": value, "low": low, "high": high})
         return value
     return parse
+
+
+def _count(low: int, high: int):
+    return _bounded(int, "a whole number", "%(value)d is not in %(low)d..%(high)d", low, high)
 
 
 def _seconds(low: float, high: float):
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError("%r is not a number of seconds" % text) from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError("%s s is not in %g..%g s" % (text, low, high))
-        return value
-    return parse
+    return _bounded(float, "a number of seconds", "%(text)s s is not in %(low)g..%(high)g s",
+                    low, high)
 
 
 def _sizes(text: str):
