@@ -184,14 +184,6 @@ class SharedCoverage(HugeShares):
     file_pmd_mapped: int = 0
 
     @property
-    def resident(self) -> int:
-        return self.rss + self.shared_hugetlb + self.private_hugetlb
-
-    @property
-    def hugetlb(self) -> int:
-        return self.shared_hugetlb + self.private_hugetlb
-
-    @property
     def thp(self) -> int:
         return self.shmem_pmd_mapped + self.file_pmd_mapped
 

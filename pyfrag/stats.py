@@ -111,8 +111,18 @@ _KEYS = {"Size": "size", "Rss": "rss", "Private_Hugetlb": "private_hugetlb",
 
 
 class HugeShares:
-    """Shares of the resident bytes on 2 MiB pages, for totals that have `resident`,
-    `hugetlb` and `thp` (bytes): the one formula, whatever the mappings."""
+    """Resident bytes and their shares on 2 MiB pages: the one formula, whatever the
+    mappings, for smaps totals with `rss`, `private_hugetlb` and `shared_hugetlb` fields and
+    a `thp` property (which of their bytes are transparent hugepages)."""
+
+    @property
+    def resident(self) -> int:
+        """Every resident byte: rss plus hugetlb pages (which rss leaves out)."""
+        return self.rss + self.private_hugetlb + self.shared_hugetlb
+
+    @property
+    def hugetlb(self) -> int:
+        return self.private_hugetlb + self.shared_hugetlb
 
     def _fraction(self, part: int) -> float:
         return part / self.resident if self.resident else 0.0
@@ -139,15 +149,6 @@ class SmapsTotals(HugeShares):
     private_hugetlb: int = 0
     shared_hugetlb: int = 0
     anon_huge_pages: int = 0   # transparent hugepages (part of rss)
-
-    @property
-    def resident(self) -> int:
-        """Every resident byte: rss plus hugetlb pages."""
-        return self.rss + self.private_hugetlb + self.shared_hugetlb
-
-    @property
-    def hugetlb(self) -> int:
-        return self.private_hugetlb + self.shared_hugetlb
 
     @property
     def thp(self) -> int:
