@@ -2,7 +2,9 @@
 """pyfrag: the Linux kernel's page_frag allocator in userspace, through ctypes.
 
 Contract: importing pyfrag never loads libpyfrag.so; the first call that
-needs it does (see pyfrag._lib for where it is looked for).
+needs it does (see pyfrag._native.loader for where it is looked for). It
+imports the public API only (cache, shared, stats, options, preload), not
+the tools (pyfrag.tools) nor the command line (pyfrag.cli), nor psutil.
 
     import pyfrag
     with pyfrag.FragCache() as cache:
@@ -13,7 +15,8 @@ needs it does (see pyfrag._lib for where it is looked for).
 """
 __version__ = "0.1.0"
 
-from ._lib import FragError, IncompatibleArenaError, LibraryError, library_path
+from ._native.errors import FragError, IncompatibleArenaError, LibraryError
+from ._native.loader import library_path
 from .cache import CacheInfo, FragCache, Fragment, PageInfo, page_info
 from .options import Option, options, set_option, thread_flush, trim
 from .preload import preload_env, run  # noqa: F401  (LD_PRELOAD launcher)

@@ -4,14 +4,16 @@
 Contract:
 - A FragCache belongs to the thread that made it: any other thread using it
   gets FragError, and so does any use after close(). A forgotten cache is
-  destroyed when collected (weakref.finalize, no reference to the object).
+  destroyed when collected, or at interpreter exit (pyfrag._native.owner).
 - Sizes and alignments that are not ints (operator.index; bool is refused)
   raise TypeError, and bad values (a size < 1 or > 32768, an alignment not a
   power of two in 1..32768) ValueError, before C is called; exhaustion
   raises MemoryError.
-- Each call into C on a FragCache runs under the cache's lock, and so does
-  close(): a close never overlaps a call, and later calls raise FragError.
-  The same lock guards each of its fragments' state (freed or not, pins).
+- Each call into C on a FragCache is a call in flight (pyfrag._native.owner):
+  close() waits for them and never overlaps one, and later calls raise
+  FragError; a close() re-entered from inside a call (a signal handler, a
+  __del__) is refused. The cache's lock guards each of its fragments' state
+  (freed or not, pins).
 - A Fragment may outlive its cache and be freed from any thread; free()
   takes the cache's fast path only on the owner thread while the cache is
   open, and pf_free() otherwise. A second free() raises FragError.
@@ -41,8 +43,11 @@ import threading
 import weakref
 from dataclasses import dataclass
 
-from . import _lib
-from ._lib import FragError
+from ._native import loader
+from ._native.errors import FragError
+from ._native.handles import address as handle_address
+from ._native.owner import NativeOwner, not_copyable
+from ._native.signatures import CacheInfo as _CacheInfo, PageInfo as _PageInfo
 
 FRAG_MAX = 32768  # PF_FRAG_PAGE_SIZE: the largest fragment and alignment
 PAGE_IN_USE = 1
@@ -127,115 +132,61 @@ class PageInfo:
     reserve: bool
 
 
-def _destroy(destroy, handle: int, lock) -> None:
-    # under the cache's lock: at interpreter exit (atexit) a daemon thread owning the cache
-    # may be inside a call on it
-    with lock:
-        destroy(handle)
-
-
-def _reentered(what: str) -> FragError:
-    return FragError("%s re-entered from inside a call on it in the same thread (a signal "
-                     "handler, __del__ or gc callback that ran in the middle of that call); "
-                     "close it after the call returns" % what)
-
-
-def _not_copyable(self, *args):
-    raise TypeError("a %s owns native memory and cannot be copied or pickled (bytes(frag) "
-                    "copies a fragment's contents)" % type(self).__name__)
-
-
-class FragCache:
+class FragCache(NativeOwner):
     """One page_frag cache, owned by the thread that created it."""
 
     def __init__(self):
-        cdll = _lib.lib()
-        handle = cdll.pf_cache_create()
-        self._handle = handle
+        cdll = loader.lib()
         self._owner = threading.get_ident()
-        # held around each call into C with the handle, by close(), and briefly by its
-        # fragments' free() and pins (see the module docstring). Reentrant: a signal
-        # handler, a __del__ or a gc callback may run Python code (a free(), a bytes())
-        # on this thread while it holds the lock; a reentrant close() is refused
-        self._lock = threading.RLock()
-        self._finalizer = weakref.finalize(self, _destroy, cdll.pf_cache_destroy, handle,
-                                           self._lock)
+        self._own(cdll.pf_cache_create(), cdll.pf_cache_destroy)
 
     # -- state --
-    @property
-    def closed(self) -> bool:
-        return not self._finalizer.alive
-
     @property
     def owner_thread(self) -> int:
         """threading.get_ident() of the thread the cache belongs to."""
         return self._owner
 
     def _usable_here(self) -> bool:
-        return self._finalizer.alive and threading.get_ident() == self._owner
+        return self._open and threading.get_ident() == self._owner
 
-    def _checked_handle(self) -> int:
-        if not self._finalizer.alive:
-            raise FragError("FragCache is closed")
+    def _check_usable(self) -> None:
+        if not self._open:
+            raise self._closed_error()
         if threading.get_ident() != self._owner:
             raise FragError("FragCache belongs to thread %d, used from thread %d; a cache is used "
                             "only by its thread (fragments may be freed anywhere)"
                             % (self._owner, threading.get_ident()))
-        return self._handle
 
-    @property
-    def _as_parameter_(self) -> int:
-        # lets a FragCache be passed to the C functions directly (ctypes wraps a
-        # FragError raised here in ctypes.ArgumentError; pyfrag passes handles,
-        # under the lock)
-        return self._checked_handle()
+    _check_close = _check_usable  # only the owner thread closes it
 
     # -- operations --
     def alloc(self, size, align=None) -> Fragment:
         """A fragment of `size` bytes (1..32768), aligned to `align` if given."""
         size = check_size(size)
         align = None if align is None else check_align(align)
-        cdll = _lib.lib()
-        with self._lock:
-            handle = self._checked_handle()
-            if align is None:
-                address = cdll.pf_cache_alloc(handle, size)
-            else:
-                address = cdll.pf_cache_alloc_align(handle, size, align)
+        cdll = loader.lib()
+        if align is None:
+            address = self._call(cdll.pf_cache_alloc, size)
+        else:
+            address = self._call(cdll.pf_cache_alloc_align, size, align)
         return Fragment(self, address, size)
 
     def drain(self) -> None:
         """Give the current frag page back (its fragments keep it alive)."""
-        with self._lock:
-            _lib.lib().pf_cache_drain(self._checked_handle())
+        self._call(loader.lib().pf_cache_drain)
 
     def info(self) -> CacheInfo:
-        raw = _lib.CacheInfo()
-        with self._lock:
-            _lib.lib().pf_cache_query(self._checked_handle(), ctypes.byref(raw))
+        raw = _CacheInfo()
+        self._call(loader.lib().pf_cache_query, ctypes.byref(raw))
         return CacheInfo(raw.page, raw.page_size, raw.offset, raw.bias, bool(raw.pfmemalloc))
 
     def close(self) -> None:
         """Destroy the cache; outstanding fragments stay valid. Closing twice is fine."""
-        if self._lock._is_owned():  # the destroy would pull the handle from under that call
-            raise _reentered("FragCache.close()")
-        with self._lock:
-            if self._finalizer.alive:
-                self._checked_handle()
-                self._finalizer()
-
-    def __enter__(self) -> FragCache:
-        self._checked_handle()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.close()
+        super().close()
 
     def __repr__(self) -> str:
-        state = "closed" if self.closed else "handle=0x%x" % self._handle
+        state = "closed" if self.closed else "handle=0x%x" % handle_address(self._handle)
         return "<FragCache %s owner=%d>" % (state, self._owner)
-
-    __copy__ = __deepcopy__ = __reduce_ex__ = __reduce__ = _not_copyable
 
 
 def page_info(address) -> PageInfo:
@@ -243,8 +194,8 @@ def page_info(address) -> PageInfo:
     address = check_int(address, "address")
     if not 0 <= address < 1 << (8 * ctypes.sizeof(ctypes.c_void_p)):
         raise ValueError("address 0x%x is not a pointer" % address)
-    raw = _lib.PageInfo()
-    _lib.lib().pf_page_query(address, ctypes.byref(raw))
+    raw = _PageInfo()
+    loader.lib().pf_page_query(address, ctypes.byref(raw))
     return PageInfo(raw.head, raw.size, raw.order, raw.refcount,
                     bool(raw.flags & PAGE_IN_USE), bool(raw.flags & PAGE_RESERVE))
 
@@ -428,9 +379,9 @@ class Fragment:
         # the cache's lock is held: its close cannot run between the check and the call
         cache = self._cache
         if cache._usable_here():
-            _lib.lib().pf_cache_free(cache._handle, self._address, self._size)
+            loader.lib().pf_cache_free(cache._handle, self._address, self._size)
         else:
-            _lib.lib().pf_free(self._address)
+            loader.lib().pf_free(self._address)
 
     def free(self) -> None:
         """Give the fragment back; any thread may call this, once."""
@@ -456,4 +407,4 @@ class Fragment:
         state = " freed" if self._base is None else ""
         return "<Fragment 0x%x size=%d%s>" % (self._address, self._size, state)
 
-    __copy__ = __deepcopy__ = __reduce_ex__ = __reduce__ = _not_copyable
+    __copy__ = __deepcopy__ = __reduce_ex__ = __reduce__ = not_copyable

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import _lib
+from ._native import loader
 
 HUGEPAGE_MODES = ("auto", "hugetlb", "thp", "off")  # pf_option_get values 0..3
 
@@ -36,7 +36,7 @@ class Option:
 
 def options() -> list[Option]:
     """Every option with its current value, in table order."""
-    cdll = _lib.lib()
+    cdll = loader.lib()
     rows = []
     index = 0
     while True:
@@ -63,21 +63,21 @@ def _c_text(text: str, what: str) -> bytes:
 
 def get_option(name: str) -> int:
     """The current value of one option (hugepage modes as 0..3)."""
-    return _lib.lib().pf_option_get(_name(name))
+    return loader.lib().pf_option_get(_name(name))
 
 
 def set_option(name: str, value) -> None:
     """Set an option by its environment name, e.g. set_option("PYFRAG_LIMIT", "64M")."""
     if isinstance(value, bool):
         value = int(value)
-    _lib.lib().pf_option_set(_name(name), _c_text(str(value), "option value"))
+    loader.lib().pf_option_set(_name(name), _c_text(str(value), "option value"))
 
 
 def trim() -> int:
     """Flush this thread's page lists; return empty chunks beyond PYFRAG_RETAIN to the OS."""
-    return _lib.lib().pf_trim()
+    return loader.lib().pf_trim()
 
 
 def thread_flush() -> None:
     """Drain this thread's default cache and give its page lists back."""
-    _lib.lib().pf_thread_flush()
+    loader.lib().pf_thread_flush()

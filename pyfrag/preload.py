@@ -20,10 +20,9 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 from collections.abc import Mapping, Sequence
 
-from . import _lib
+from ._native import loader
 
 _OPTION_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _SANITIZER_RUNTIME = re.compile(r"(^|/)lib(asan|tsan|hwasan)\.so")
@@ -31,9 +30,9 @@ _SANITIZER_RUNTIME = re.compile(r"(^|/)lib(asan|tsan|hwasan)\.so")
 
 def library_path() -> str:
     """Absolute path of the libpyfrag.so to preload (not loaded here)."""
-    if _lib.is_loaded():
-        return _lib.library_path()
-    return os.path.abspath(_lib._find())
+    if loader.is_loaded():
+        return loader.library_path()
+    return os.path.abspath(loader.find())
 
 
 def _option_text(value) -> str:
@@ -73,6 +72,7 @@ def run(cmd: Sequence[str], **options) -> int:
     """Run cmd with pyfrag preloaded; its exit code (128 + signal if killed)."""
     if isinstance(cmd, (str, bytes)):
         raise TypeError("cmd is a list of arguments, e.g. ['python3', '-c', 'print(1)']")
+    import subprocess  # only here: `import pyfrag` stays light
     env = preload_env(**options)
     return exit_code(subprocess.call(list(cmd), env=env))
 

@@ -18,10 +18,10 @@ Contract:
   raises FragError (closing twice is fine).
 - Any thread may use an arena: the library gives each thread of each process
   its own cache per arena. Every call into C on the arena counts as in
-  flight (under the arena's lock, held only to count), and so does every
-  pinned access to one of its fragments' bytes: close() first marks the
-  arena closed, so that later calls and accesses raise FragError, then waits
-  for those in flight before it unmaps. A failed __init__ leaves nothing
+  flight (pyfrag._native.owner), and so does every pinned access to one of
+  its fragments' bytes: close() first marks the arena closed, so that later
+  calls and accesses raise FragError, then waits for those in flight before
+  it unmaps; so does interpreter exit, for the arenas still open. A failed __init__ leaves nothing
   behind: it detaches, and removes the file if this call created it.
 - `SharedFragment` is a `pyfrag.Fragment` (the same buffer rules: pins,
   views released by free(), no copy, no pickle) whose
@@ -39,7 +39,6 @@ Contract:
 """
 from __future__ import annotations
 
-import atexit
 import ctypes
 import dataclasses
 import os
@@ -48,11 +47,11 @@ import threading
 import weakref
 from dataclasses import dataclass
 
-from . import _lib
-from ._lib import FragError, IncompatibleArenaError  # noqa: F401  (re-exported)
-from .cache import (Fragment, _byte_view, _not_copyable, _reentered, check_align, check_int,
-                    check_size)
-from .stats import _sum_smaps
+from ._native import loader
+from ._native.errors import FragError, IncompatibleArenaError, LibraryError  # noqa: F401
+from ._native.owner import NativeOwner
+from .cache import Fragment, _byte_view, check_align, check_int, check_size
+from .stats import HugeShares, _sum_smaps
 
 STATS_VERSION = 1  # PF_SHARED_STATS_VERSION
 LAYOUT_VERSION = 3  # PF_SHARED_LAYOUT_VERSION
@@ -104,7 +103,6 @@ class SharedStats:
 FIELDS = tuple(f.name for f in dataclasses.fields(SharedStats))
 _struct = None
 _struct_lock = threading.Lock()
-_get_ident = threading.get_ident
 
 
 def _stats_struct(cdll):
@@ -115,12 +113,12 @@ def _stats_struct(cdll):
             names = tuple(cdll.pf_shared_stats_field_name(i).decode()
                           for i in range(cdll.pf_shared_stats_field_count()))
             if names != FIELDS:
-                raise _lib.LibraryError(
+                raise LibraryError(
                     "%s counts different shared-arena statistics than this pyfrag package "
                     "(library lacks %s, has extra %s); rebuild the library from the same "
                     "checkout as the Python files (%s)"
-                    % (_lib.library_path(), sorted(set(FIELDS) - set(names)) or "none",
-                       sorted(set(names) - set(FIELDS)) or "none", _lib.HOW_TO_FIX))
+                    % (loader.library_path(), sorted(set(FIELDS) - set(names)) or "none",
+                       sorted(set(names) - set(FIELDS)) or "none", loader.HOW_TO_FIX))
             fields = [("size", ctypes.c_uint32), ("version", ctypes.c_uint32)]
             fields += [(name, ctypes.c_uint64) for name in names]
             _struct = type("pf_shared_stats_t", (ctypes.Structure,), {"_fields_": fields})
@@ -129,7 +127,7 @@ def _stats_struct(cdll):
 
 def field_docs() -> dict[str, str]:
     """The library's one-line meaning of each shared-arena counter."""
-    cdll = _lib.lib()
+    cdll = loader.lib()
     return {name: cdll.pf_shared_stats_field_doc(i).decode() for i, name in enumerate(FIELDS)}
 
 
@@ -177,7 +175,7 @@ _SMAPS_KEYS = {"Rss": "rss", "Shared_Hugetlb": "shared_hugetlb",
 
 
 @dataclass(frozen=True)
-class SharedCoverage:
+class SharedCoverage(HugeShares):
     """Bytes of an arena's mapping in one process, from /proc/PID/smaps."""
     rss: int = 0               # resident, hugetlb excluded (shmem THP included)
     shared_hugetlb: int = 0
@@ -186,26 +184,13 @@ class SharedCoverage:
     file_pmd_mapped: int = 0
 
     @property
-    def resident(self) -> int:
-        return self.rss + self.shared_hugetlb + self.private_hugetlb
-
-    @property
-    def hugetlb(self) -> int:
-        return self.shared_hugetlb + self.private_hugetlb
-
-    @property
     def thp(self) -> int:
         return self.shmem_pmd_mapped + self.file_pmd_mapped
-
-    @property
-    def huge_fraction(self) -> float:
-        """Share of the resident bytes on 2 MiB pages of either kind (0 when none resident)."""
-        return (self.hugetlb + self.thp) / self.resident if self.resident else 0.0
 
 
 # ---- the arena --------------------------------------------------------------------
 
-def _close_handle(detach, unlink, handle, name, directory) -> None:
+def _close_handle(handle, detach, unlink, name, directory) -> None:
     """Detach, then remove the name if asked (unlink is None otherwise); no object reference."""
     detach(handle)
     if unlink is not None:
@@ -235,27 +220,8 @@ def _undo_init(cdll, handle, create, created, raw_name, raw_dir) -> None:
         pass
 
 
-_live = weakref.WeakSet()  # open arenas: closed by _close_at_exit
-_exit_hook = []  # [True] once _close_at_exit is registered
 
-
-def _close_at_exit() -> None:
-    """At interpreter exit, close the arenas still open like close() does (daemon threads may
-    still be using them: the finalizer would unmap under their calls); one that cannot
-    close (a view still exported) stays mapped, and its name is removed if it would be."""
-    for arena in list(_live):
-        try:
-            arena.close()
-        except Exception:  # noqa: BLE001 - exiting: the mapping goes with the process
-            if arena._remove:
-                try:
-                    SharedArena.unlink(arena._name, arena._directory)
-                except Exception:  # noqa: BLE001 - gone already
-                    pass
-
-
-
-class SharedArena:
+class SharedArena(NativeOwner):
     """A shared arena, created or attached by name; see the module docstring."""
 
     def __init__(self, name, *, create=False, size=None, mode=0o600, backing="auto",
@@ -266,7 +232,7 @@ class SharedArena:
         if backing != "auto" and not create:
             raise ValueError("backing is for create=True (an attach takes the arena's backing)")
         remove = bool(create) if remove_on_close is None else bool(remove_on_close)
-        cdll = _lib.lib()
+        cdll = loader.lib()
         _stats_struct(cdll)  # a library with other statistics fails here, before any mapping
         if create:
             handle = cdll.pf_shared_create(raw_name, size or 0, mode, BACKINGS[backing], raw_dir)
@@ -274,19 +240,7 @@ class SharedArena:
             handle = cdll.pf_shared_attach(raw_name, raw_dir)
         self._name = name
         self._directory = directory
-        self._handle = handle
         self._fragments = weakref.WeakSet()  # live SharedFragments of this object
-        # _lock guards _open, _calls, _callers, _closing and the state of every fragment
-        # of this object; _idle (on the same lock) wakes a close waiting for calls in
-        # flight. Reentrant: a signal handler, a __del__ or a gc callback may run Python
-        # code on this thread while it holds the lock; a close() on a thread that has a
-        # call in flight (or is closing already) is refused instead of waiting for itself
-        self._lock = threading.RLock()
-        self._idle = threading.Condition(self._lock)
-        self._open = True
-        self._calls = 0
-        self._callers = {}  # thread ident -> its calls in flight
-        self._closing = None  # ident of the thread closing the arena
         self._remove = remove
         created = None  # (path, device, inode) of the file this call created
         try:
@@ -297,69 +251,35 @@ class SharedArena:
             first = self._stats_now(cdll, handle)
             self._base, self._map_bytes = first.base, first.map_bytes
             self._backing, self._size = first.backing_name, first.data_bytes
-            self._finalizer = weakref.finalize(
-                self, _close_handle, cdll.pf_shared_detach,
-                cdll.pf_shared_unlink if remove else None, handle, raw_name, raw_dir)
-            self._finalizer.atexit = False  # _close_at_exit closes it, under the lock
-            if not _exit_hook:  # registered after weakref's own exit hook: runs before it
-                _exit_hook.append(atexit.register(_close_at_exit))
-            _live.add(self)
+            # the lock (pyfrag._native.owner) also guards the state of every fragment of
+            # this object
+            self._own(handle, _close_handle, cdll.pf_shared_detach,
+                      cdll.pf_shared_unlink if remove else None, raw_name, raw_dir)
         except BaseException:
+            if getattr(self, "_finalizer", None) is not None:
+                self._finalizer.detach()  # _undo_init detaches, once
             _undo_init(cdll, handle, create, created, raw_name, raw_dir)
             raise
 
-    # -- state --
-    @property
-    def closed(self) -> bool:
-        return not self._finalizer.alive
-
+    # -- state (the rules of pyfrag._native.owner) --
     def _closed_error(self) -> FragError:
         return FragError("shared arena %r is closed" % self._name)
 
-    def _checked_handle(self) -> int:
-        if not self._open:
-            raise self._closed_error()
-        return self._handle
+    def _close_what(self) -> str:
+        return "close() of shared arena %r" % self._name
 
-    def _enter(self) -> int:
-        """Count a call in flight (close() waits for it); the handle. FragError once closed."""
-        with self._lock:
-            if not self._open:
-                raise self._closed_error()
-            self._count_in_locked()
-        return self._handle
+    def _before_release(self) -> None:
+        for frag in list(self._fragments):
+            frag._orphan_locked()  # FragError (arena left open) if a view is exported
+        loader.lib().pf_shared_thread_flush(self._handle)
 
-    def _count_in_locked(self) -> None:
-        self._calls += 1
-        callers, me = self._callers, _get_ident()
-        callers[me] = callers.get(me, 0) + 1
-
-    def _leave_locked(self) -> None:
-        callers, me = self._callers, _get_ident()
-        left = callers[me] - 1
-        if left:
-            callers[me] = left
-        else:
-            del callers[me]
-        self._calls -= 1
-        if not self._calls and not self._open:
-            self._idle.notify_all()
-
-    def _leave(self) -> None:
-        with self._lock:
-            self._leave_locked()
-
-    def _call(self, func, *args):
-        """func(handle, *args) as a call in flight."""
-        handle = self._enter()
-        try:
-            return func(handle, *args)
-        finally:
-            self._leave()
-
-    @property
-    def _as_parameter_(self) -> int:
-        return self._checked_handle()
+    def _exit_failed(self) -> None:
+        # one that cannot close (a view still exported) stays mapped; its name goes if it would
+        if self._remove:
+            try:
+                SharedArena.unlink(self._name, self._directory)
+            except Exception:  # noqa: BLE001 - gone already
+                pass
 
     @property
     def name(self) -> str:
@@ -409,7 +329,7 @@ class SharedArena:
         """A fragment of `size` bytes (1..32768) from this thread's cache, aligned if asked."""
         size = check_size(size)
         align = None if align is None else check_align(align)
-        cdll = _lib.lib()
+        cdll = loader.lib()
         handle = self._enter()
         try:
             if align is None:
@@ -432,7 +352,7 @@ class SharedArena:
         offset = self._check_offset(offset)
         handle = self._enter()
         try:
-            address = _lib.lib().pf_shared_address(handle, offset)
+            address = loader.lib().pf_shared_address(handle, offset)
             if offset + length > self._map_bytes:
                 raise ValueError("offset %d + length %d runs past the arena (%d bytes mapped)"
                                  % (offset, length, self._map_bytes))
@@ -443,7 +363,7 @@ class SharedArena:
     def free_offset(self, offset) -> None:
         """Free the fragment at offset (sent by another process) without making an object."""
         offset = self._check_offset(offset)
-        cdll = _lib.lib()
+        cdll = loader.lib()
         handle = self._enter()
         try:
             cdll.pf_shared_free(handle, cdll.pf_shared_address(handle, offset))
@@ -452,7 +372,7 @@ class SharedArena:
 
     def offset_of(self, address) -> int:
         """The offset of an address inside the arena's frag pages (ValueError if outside)."""
-        return self._call(_lib.lib().pf_shared_offset, check_int(address, "address"))
+        return self._call(loader.lib().pf_shared_offset, check_int(address, "address"))
 
     # -- the whole arena --
     @staticmethod
@@ -461,22 +381,22 @@ class SharedArena:
         snapshot = struct()
         cdll.pf_shared_stats(handle, ctypes.byref(snapshot), ctypes.sizeof(snapshot))
         if snapshot.size != ctypes.sizeof(struct) or snapshot.version != STATS_VERSION:
-            raise _lib.LibraryError(
+            raise LibraryError(
                 "%s does not match this pyfrag package: its pf_shared_stats_t has size %d and "
                 "version %d, pyfrag expects size %d and version %d; rebuild the library from "
                 "the same checkout as the Python files (%s)"
-                % (_lib.library_path(), snapshot.size, snapshot.version, ctypes.sizeof(struct),
-                   STATS_VERSION, _lib.HOW_TO_FIX))
+                % (loader.library_path(), snapshot.size, snapshot.version, ctypes.sizeof(struct),
+                   STATS_VERSION, loader.HOW_TO_FIX))
         return SharedStats(*(getattr(snapshot, name) for name in FIELDS))
 
     def stats(self) -> SharedStats:
         """A snapshot of the arena's counters (every process's together)."""
-        cdll = _lib.lib()
+        cdll = loader.lib()
         return self._call(lambda handle: self._stats_now(cdll, handle))
 
     def reap(self) -> int:
         """Reap the processes that died attached; how many."""
-        return self._call(_lib.lib().pf_shared_reap)
+        return self._call(loader.lib().pf_shared_reap)
 
     def hugepage_coverage(self, pid="self") -> SharedCoverage:
         """What /proc/PID/smaps says about this arena's mapping in process PID."""
@@ -487,50 +407,20 @@ class SharedArena:
 
     def flush(self) -> None:
         """Give this thread's cache for the arena back (thread exit and close do it too)."""
-        self._call(_lib.lib().pf_shared_thread_flush)
+        self._call(loader.lib().pf_shared_thread_flush)
 
     def close(self) -> None:
         """Detach (and remove the name if remove_on_close). Closing twice is fine."""
-        me = _get_ident()
-        if self._lock._is_owned() or me in self._callers or self._closing == me:
-            raise _reentered("close() of shared arena %r" % self._name)  # it would wait for itself
-        with self._lock:
-            while self._closing is not None:  # another thread is closing it: wait for the outcome
-                self._idle.wait(0.05)
-            if not self._finalizer.alive:
-                return
-            self._open, self._closing = False, me  # later calls and pins raise
-            try:
-                while self._calls:  # calls and accesses in flight finish first
-                    self._idle.wait(0.05)  # (the timeout: a wakeup lost to an async exception)
-                for frag in list(self._fragments):
-                    frag._orphan_locked()  # FragError (arena left open) if a view is exported
-                _lib.lib().pf_shared_thread_flush(self._handle)
-                self._finalizer()
-            except BaseException:
-                self._open = self._finalizer.alive  # still attached: usable again
-                raise
-            finally:
-                self._closing = None
-                self._idle.notify_all()
+        super().close()
 
     @staticmethod
     def unlink(name, directory=None) -> None:
         """Remove the arena's name (attached processes keep their mapping)."""
-        _lib.lib().pf_shared_unlink(check_name(name), _check_directory(directory))
-
-    def __enter__(self) -> SharedArena:
-        self._checked_handle()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.close()
+        loader.lib().pf_shared_unlink(check_name(name), _check_directory(directory))
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "%s at 0x%x" % (self._backing, self._base)
         return "<SharedArena %r %s>" % (self._name, state)
-
-    __copy__ = __deepcopy__ = __reduce_ex__ = __reduce__ = _not_copyable
 
 
 # ---- fragments ----------------------------------------------------------------------
@@ -587,7 +477,7 @@ class SharedFragment(Fragment):
 
     def _release_memory(self) -> None:
         # the arena's lock is held: close() cannot unmap between the check and the call
-        _lib.lib().pf_shared_free(self._cache._checked_handle(), self._address)
+        loader.lib().pf_shared_free(self._cache._checked_handle(), self._address)
         self._gone = "freed"
 
     def send(self) -> tuple:

@@ -6,17 +6,22 @@ Contract:
   whose fields mirror PF_STATS_FIELDS in pyfrag.h, in order. At load time
   the library's field names are checked against them (LibraryError if not).
 - `hugepage_coverage()` sums /proc/self/smaps over the mappings that overlap
-  the arena (pf_arena_range); `smaps_totals(pid)` sums the whole process.
-  Sizes are bytes. Hugetlb pages are not part of Rss (the kernel reports
-  them apart); AnonHugePages are.
+  the arena (`arena_range()`, pf_arena_range); `smaps_totals(pid)` sums the
+  whole process. Sizes are bytes. Hugetlb pages are not part of Rss (the
+  kernel reports them apart); AnonHugePages are. Every such total (and
+  pyfrag.shared.SharedCoverage) has `resident`, `hugetlb` and `thp` bytes,
+  and the shares of `HugeShares` computed from them, one formula for all.
 """
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import re
 from dataclasses import dataclass
 
-from . import _lib
+from ._native import loader
+from ._native.errors import LibraryError
+from ._native.signatures import c_uintptr
 
 
 @dataclass(frozen=True)
@@ -68,25 +73,32 @@ def _check_field_names(cdll, path: str) -> None:
     if names != FIELDS:
         missing = sorted(set(FIELDS) - set(names))
         extra = sorted(set(names) - set(FIELDS))
-        raise _lib.LibraryError(
+        raise LibraryError(
             "%s counts different statistics than this pyfrag package (library lacks %s, has extra "
             "%s%s); rebuild the library from the same checkout as the Python files (%s)"
             % (path, missing or "none", extra or "none",
-               ", or orders them differently" if not (missing or extra) else "", _lib.HOW_TO_FIX))
+               ", or orders them differently" if not (missing or extra) else "", loader.HOW_TO_FIX))
 
 
-_lib.on_load(_check_field_names)
+loader.on_load(_check_field_names)
+
+
+def stats_snapshot():
+    """One pf_stats_get snapshot as the ctypes struct checked at load."""
+    snapshot = loader.stats_struct()()
+    loader.lib().pf_stats_get(ctypes.byref(snapshot), ctypes.sizeof(snapshot))
+    return snapshot
 
 
 def stats() -> Stats:
     """A snapshot of every counter."""
-    snapshot = _lib.stats_snapshot()
+    snapshot = stats_snapshot()
     return Stats(*(getattr(snapshot, name) for name in FIELDS))
 
 
 def field_docs() -> dict[str, str]:
     """The library's one-line meaning of each counter."""
-    cdll = _lib.lib()
+    cdll = loader.lib()
     return {name: cdll.pf_stats_field_doc(i).decode() for i, name in enumerate(FIELDS)}
 
 
@@ -98,8 +110,39 @@ _KEYS = {"Size": "size", "Rss": "rss", "Private_Hugetlb": "private_hugetlb",
          "Shared_Hugetlb": "shared_hugetlb", "AnonHugePages": "anon_huge_pages"}
 
 
+class HugeShares:
+    """Resident bytes and their shares on 2 MiB pages: the one formula, whatever the
+    mappings, for smaps totals with `rss`, `private_hugetlb` and `shared_hugetlb` fields and
+    a `thp` property (which of their bytes are transparent hugepages)."""
+
+    @property
+    def resident(self) -> int:
+        """Every resident byte: rss plus hugetlb pages (which rss leaves out)."""
+        return self.rss + self.private_hugetlb + self.shared_hugetlb
+
+    @property
+    def hugetlb(self) -> int:
+        return self.private_hugetlb + self.shared_hugetlb
+
+    def _fraction(self, part: int) -> float:
+        return part / self.resident if self.resident else 0.0
+
+    @property
+    def hugetlb_fraction(self) -> float:
+        return self._fraction(self.hugetlb)
+
+    @property
+    def thp_fraction(self) -> float:
+        return self._fraction(self.thp)
+
+    @property
+    def huge_fraction(self) -> float:
+        """Share of the resident bytes on 2 MiB pages of either kind (0 when none resident)."""
+        return self._fraction(self.hugetlb + self.thp)
+
+
 @dataclass(frozen=True)
-class SmapsTotals:
+class SmapsTotals(HugeShares):
     """Bytes summed over some mappings of /proc/<pid>/smaps."""
     size: int = 0              # virtual size of the mappings
     rss: int = 0               # resident, hugetlb excluded
@@ -108,9 +151,8 @@ class SmapsTotals:
     anon_huge_pages: int = 0   # transparent hugepages (part of rss)
 
     @property
-    def resident(self) -> int:
-        """Every resident byte: rss plus hugetlb pages."""
-        return self.rss + self.private_hugetlb + self.shared_hugetlb
+    def thp(self) -> int:
+        return self.anon_huge_pages
 
     def __sub__(self, other: SmapsTotals) -> SmapsTotals:
         return SmapsTotals(*(getattr(self, f) - getattr(other, f) for f in _KEYS.values()))
@@ -121,22 +163,6 @@ class HugepageCoverage(SmapsTotals):
     """SmapsTotals of the arena's mappings, with the arena's range."""
     base: int = 0
     arena_size: int = 0
-
-    def _fraction(self, part: int) -> float:
-        return part / self.resident if self.resident else 0.0
-
-    @property
-    def hugetlb_fraction(self) -> float:
-        return self._fraction(self.private_hugetlb + self.shared_hugetlb)
-
-    @property
-    def thp_fraction(self) -> float:
-        return self._fraction(self.anon_huge_pages)
-
-    @property
-    def huge_fraction(self) -> float:
-        """Share of resident arena bytes on 2 MiB pages of either kind."""
-        return self._fraction(self.private_hugetlb + self.shared_hugetlb + self.anon_huge_pages)
 
 
 def _sum_smaps(pid, keep, keys=None) -> dict[str, int]:
@@ -163,9 +189,16 @@ def smaps_totals(pid="self") -> SmapsTotals:
     return SmapsTotals(**_sum_smaps(pid, lambda start, end: True))
 
 
+def arena_range() -> tuple[int, int]:
+    """(base, size) of the arena's first region; reserves it if that has not happened yet."""
+    base, size = c_uintptr(), ctypes.c_size_t()
+    loader.lib().pf_arena_range(ctypes.byref(base), ctypes.byref(size))
+    return base.value, size.value
+
+
 def hugepage_coverage() -> HugepageCoverage:
     """What the kernel reports for the mappings inside pyfrag's arena."""
-    base, size = _lib.arena_range()
+    base, size = arena_range()
     limit = base + size
     sums = _sum_smaps("self", lambda start, end: start < limit and end > base)
     return HugepageCoverage(base=base, arena_size=size, **sums)

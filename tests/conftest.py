@@ -5,6 +5,11 @@ Contract:
 - `lib`: the loaded, checked libpyfrag.so (a missing library is an error,
   not a skip: build it with `scons` first).
 - `cache`: a FragCache on the test's thread, closed afterwards.
+- `fault_library`: the path of a libpyfrag.so with fault injection
+  (pf_debug_*, PYFRAG_FAULT_*; the release library has none): the loaded
+  one if it has it (CI's asan pass), else build/debug/libpyfrag.so, built
+  once per session. It is for children only (PYFRAG_LIBRARY, LD_PRELOAD):
+  a second libpyfrag.so must never be loaded into the pytest process.
 - `scons_build(target, mode)`: build with the SCons of the running interpreter
   (`SCONS`), warning-free; returns the mode's build folder.
 - `run_python(code, env=None)`: run a snippet in a fresh interpreter with
@@ -21,7 +26,7 @@ import textwrap
 import pytest
 
 import pyfrag
-from pyfrag import _lib
+from pyfrag._native import loader
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # the build mode whose native programs the tests run (CI also runs asan and tsan)
@@ -61,10 +66,17 @@ def run_cli(*argv: str, env: dict | None = None, timeout: float = 120):
 
 @pytest.fixture(scope="session")
 def lib():
-    return _lib.lib()
+    return loader.lib()
 
 
 @pytest.fixture
 def cache(lib):
     with pyfrag.FragCache() as frag_cache:
         yield frag_cache
+
+
+@pytest.fixture(scope="session")
+def fault_library(lib):
+    if hasattr(lib, "pf_debug_fault_set"):  # a dlsym on the loaded library, nothing loaded
+        return loader.library_path()
+    return os.path.join(scons_build("lib", "debug"), "libpyfrag.so")

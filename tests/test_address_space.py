@@ -179,12 +179,13 @@ def test_too_large_arena_reads_back_clamped():
 
 
 @pytest.mark.parametrize("fault", ["fault_meta", "fault_reserve"])
-def test_errno_is_kept_when_init_fails_and_libc_serves(programs, fault):
+def test_errno_is_kept_when_init_fails_and_libc_serves(programs, fault_library, fault):
     # pyfrag cannot initialise (no metadata, or no address space for the arena): every call
     # goes to libc, and the failed init (retried every 256th call) must not leave ENOMEM behind
     argv = [str(programs / "errno_kept")]
     base = subprocess.run(argv, env=plain_env(), capture_output=True, timeout=60)
-    mine = subprocess.run(argv, env=pyfrag_env(**{fault: 1}), capture_output=True, timeout=60)
+    mine = subprocess.run(argv, env=pyfrag_env(fault_library, **{fault: 1}), capture_output=True,
+                          timeout=60)
     assert base.stdout == b"ok 6000\n", base.stdout
     assert mine.stdout == base.stdout, mine.stdout + mine.stderr
     assert mine.returncode == 0

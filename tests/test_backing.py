@@ -34,6 +34,7 @@ print(json.dumps({"delta": dataclasses.asdict(delta), "stats": dataclasses.asdic
 # Fill until the hugetlb pool is dry; then check the arena is still one unbroken reservation.
 POOL_DRY = r"""
 import json, pyfrag
+from pyfrag.stats import arena_range
 cache = pyfrag.FragCache()
 frags, error = [], None
 try:
@@ -41,7 +42,7 @@ try:
         frags.append(cache.alloc(32768))
 except MemoryError as exc:
     error = str(exc)
-base, size = pyfrag._lib.arena_range()
+base, size = arena_range()
 covered, cursor = True, base
 for line in open("/proc/self/maps"):
     lo, hi = (int(x, 16) for x in line.split()[0].split("-"))

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: GPL-2.0-only
-"""`pyfrag bench` and pyfrag.bench.
+"""`pyfrag bench` and pyfrag.tools.bench.
 
 - Every workload runs briefly (--runs 1, --scale 0.01) under pyfrag, the
   direct API and glibc, prints the table and writes the JSON report.
@@ -22,7 +22,7 @@ import sys
 import pytest
 
 from conftest import REPO_ROOT, run_cli, scons_build
-from pyfrag import bench
+from pyfrag.tools import bench
 
 BENCH_DIR = os.path.join(REPO_ROOT, "build", "release", "bench")
 QUICK = ("--runs", "1", "--scale", "0.01")

@@ -8,7 +8,7 @@ import pathlib
 import pwd
 
 import pyfrag
-from conftest import run_cli
+from conftest import REPO_ROOT, run_cli
 from pyfrag import cli
 from pyfrag.stats import FIELDS
 
@@ -50,10 +50,24 @@ def test_info_json_to_a_file(lib, tmp_path):
 
 def test_help_works_without_the_library(tmp_path):
     env = {"PYFRAG_LIBRARY": str(tmp_path / "missing" / "libpyfrag.so")}
-    for argv in (["--help"], ["info", "--help"], ["--version"]):
+    for argv in (["--help"], ["info", "--help"], ["stress", "--help"], ["bench", "--help"],
+                 ["run", "--help"], ["--version"]):
         proc = run_cli(*argv, env=env)
         assert proc.returncode == 0, (argv, proc.stderr)
     assert "info" in run_cli("--help", env=env).stdout
+    assert "--shared" in run_cli("stress", "--help", env=env).stdout
+
+
+def test_help_works_without_psutil(tmp_path):
+    """psutil is for sampling a run: the parser of `pyfrag stress` must not need it."""
+    fake = tmp_path / "fake" / "psutil"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('psutil is absent in this test')\n")
+    env = {"PYTHONPATH": os.pathsep.join([str(fake.parent), REPO_ROOT]),
+           "PYFRAG_LIBRARY": str(tmp_path / "missing" / "libpyfrag.so")}
+    for argv in (["--help"], ["stress", "--help"]):
+        proc = run_cli(*argv, env=env)
+        assert proc.returncode == 0, (argv, proc.stderr)
 
 
 def test_info_without_the_library_fails_clearly(tmp_path):
@@ -81,7 +95,7 @@ def test_main_returns_codes_in_process(capsys, monkeypatch):
         raise pyfrag.FragError("it broke")
 
     for run, code in ((interrupted, 130), (failing, 1)):
-        monkeypatch.setattr(cli.cmd_info, "run", run)
+        monkeypatch.setattr(cli.info, "run", run)
         assert cli.main(["info"]) == code
     assert "it broke" in capsys.readouterr().err
 

@@ -3,10 +3,14 @@
 ctypes or PYFRAG_FAULT_* variables) or PYFRAG_LIMIT is reached. Every failure
 is a MemoryError carrying ENOMEM; fragments handed out before keep their
 bytes; allocation works again once memory comes back; nothing stays in use.
-The C side of the same is native/tests/test_faults.c."""
+The C side of the same is native/tests/test_faults.c.
+
+Fault injection is in the debug and sanitizer builds only (the release
+library neither exports pf_debug_* nor reads PYFRAG_FAULT_*): each fault
+test runs in a child interpreter on the `fault_library` fixture's library
+(PYFRAG_LIBRARY), never in this process, which has another copy loaded."""
 from __future__ import annotations
 
-import ctypes
 import errno
 import json
 
@@ -15,58 +19,63 @@ import pytest
 import pyfrag
 from conftest import run_cli, run_python
 
+# Declares the fault-injection calls (a test interface, not in pyfrag._native) in a child.
+DEBUG_API = """
+import ctypes, json, pyfrag
+from pyfrag._native import loader
 RESERVE, COMMIT, DECOMMIT, MADVISE, META, SHARED, SITES = range(7)  # enum pf_fault_site
+lib = loader.lib()
+lib.pf_debug_fault_set.argtypes = [ctypes.c_int, ctypes.c_uint64, ctypes.c_int64]
+lib.pf_debug_fault_set.restype = ctypes.c_int
+lib.pf_debug_fault_get.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_uint64),
+                                   ctypes.POINTER(ctypes.c_uint64)]
+lib.pf_debug_fault_get.restype = ctypes.c_int
+lib.pf_debug_fail_commit.argtypes = [ctypes.c_uint64]
 
 
-def debug_api(cdll):
-    """The fault-injection calls (not in pyfrag._lib: a test interface)."""
-    cdll.pf_debug_fault_set.argtypes = [ctypes.c_int, ctypes.c_uint64, ctypes.c_int64]
-    cdll.pf_debug_fault_set.restype = ctypes.c_int
-    cdll.pf_debug_fault_get.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_uint64),
-                                        ctypes.POINTER(ctypes.c_uint64)]
-    cdll.pf_debug_fault_get.restype = ctypes.c_int
-    return cdll
-
-
-@pytest.fixture
-def faults(lib):
-    lib.pf_init()  # armed before init, a fault would hit the arena's own set-up instead
-    cdll = debug_api(lib)
-    yield cdll
-    for site in range(SITES):
-        cdll.pf_debug_fault_set(site, 0, 0)
-
-
-def failures(cdll, site) -> int:
+def failures(site):
     calls, failed = ctypes.c_uint64(), ctypes.c_uint64()
-    assert cdll.pf_debug_fault_get(site, ctypes.byref(calls), ctypes.byref(failed)) == 0
+    assert lib.pf_debug_fault_get(site, ctypes.byref(calls), ctypes.byref(failed)) == 0
     return failed.value
+"""
 
 
-def test_cache_creation_fails_cleanly_when_metadata_cannot_be_mapped(faults):
-    made = []
-    faults.pf_debug_fault_set(META, 1, -1)
-    try:
-        with pytest.raises(MemoryError) as caught:
-            for _ in range(10000):  # the pool's current block serves a few hundred first
-                made.append(pyfrag.FragCache())
-        assert caught.value.errno == errno.ENOMEM and "ENOMEM" in str(caught.value)
-        assert failures(faults, META) >= 1
-        for cache in made[::50]:  # the caches made before still work
-            cache.alloc(64).free()
-    finally:
-        faults.pf_debug_fault_set(META, 0, 0)
-    with pyfrag.FragCache() as cache:  # and new ones can be made again
-        cache.alloc(64).free()
-    for cache in made:
-        cache.close()
+def run_faulty(fault_library: str, code: str, env: dict | None = None, **kwargs):
+    """code (after DEBUG_API) in a child on the fault library; its JSON line, or fail."""
+    proc = run_python(DEBUG_API + code, env=dict(env or {}, PYFRAG_LIBRARY=fault_library),
+                      **kwargs)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+META_FAULT = """
+lib.pf_init()  # armed before init, the fault would hit the arena's own set-up instead
+made, out = [], {}
+lib.pf_debug_fault_set(META, 1, -1)
+try:
+    for _ in range(10000):  # the pool's current block serves a few hundred first
+        made.append(pyfrag.FragCache())
+except MemoryError as exc:
+    out["error"] = [exc.errno, str(exc)]
+out["made"], out["failures"] = len(made), failures(META)
+for cache in made[::50]:  # the caches made before still work
+    cache.alloc(64).free()
+lib.pf_debug_fault_set(META, 0, 0)
+with pyfrag.FragCache() as cache:  # and new ones can be made again
+    cache.alloc(64).free()
+for cache in made:
+    cache.close()
+print(json.dumps(out))
+"""
+
+
+def test_cache_creation_fails_cleanly_when_metadata_cannot_be_mapped(fault_library):
+    out = run_faulty(fault_library, META_FAULT)
+    assert out["error"][0] == errno.ENOMEM and "ENOMEM" in out["error"][1], out
+    assert out["failures"] >= 1 and out["made"] < 10000, out
 
 
 COMMIT_FAULT = """
-import ctypes, json, pyfrag
-from pyfrag import _lib
-lib = _lib.lib()
-lib.pf_debug_fail_commit.argtypes = [ctypes.c_uint64]
 out = {}
 cache = pyfrag.FragCache()
 lib.pf_debug_fail_commit(1)              # no chunk can be committed from here on
@@ -99,10 +108,8 @@ print(json.dumps(out))
 """
 
 
-def test_commit_faults_raise_memory_error_then_recover():
-    proc = run_python(COMMIT_FAULT, env={"PYFRAG_RESERVE": "64K"})
-    assert proc.returncode == 0, proc.stderr
-    out = json.loads(proc.stdout)
+def test_commit_faults_raise_memory_error_then_recover(fault_library):
+    out = run_faulty(fault_library, COMMIT_FAULT, env={"PYFRAG_RESERVE": "64K"})
     assert out["big"][0] == errno.ENOMEM and "ENOMEM" in out["big"][1]
     assert out["small"][0] == errno.ENOMEM
     assert out["held"] == 16 and out["intact"]
@@ -110,7 +117,7 @@ def test_commit_faults_raise_memory_error_then_recover():
     assert (out["in_use"], out["reserve_free"], out["returns"]) == (0, 16, 16)
 
 
-def test_reserve_fault_from_the_environment():
+def test_reserve_fault_from_the_environment(fault_library):
     """The arena cannot be reserved: every call says so, and nothing crashes."""
     code = """
     import pyfrag
@@ -121,13 +128,14 @@ def test_reserve_fault_from_the_environment():
             print("MemoryError", exc.errno, exc)
     print(pyfrag.stats().allocs, pyfrag.trim())
     """
-    proc = run_python(code, env={"PYFRAG_FAULT_RESERVE": "1"})
+    faulty = {"PYFRAG_LIBRARY": fault_library, "PYFRAG_FAULT_RESERVE": "1"}
+    proc = run_python(code, env=faulty)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("MemoryError 12") and "PYFRAG_ARENA" in lines[0]
     assert lines[1].startswith("MemoryError 12")
     assert lines[2] == "0 0"
-    info = run_cli("info", env={"PYFRAG_FAULT_RESERVE": "1"})
+    info = run_cli("info", env=faulty)
     assert info.returncode == 1
     assert "pyfrag info: error:" in info.stderr and "Traceback" not in info.stderr
 
@@ -194,9 +202,10 @@ print(json.dumps(dict(errors=errors[:5], enomem=enomem[0], allocs=allocs[0], in_
 """
 
 
-def test_fault_storm_under_a_limit_with_threads():
+def test_fault_storm_under_a_limit_with_threads(fault_library):
     """Every 3rd commit, every 2nd madvise and decommit fail, under a 4 MiB cap."""
-    proc = run_python(STORM, env={"PYFRAG_FAULT_COMMIT": "3", "PYFRAG_FAULT_MADVISE": "2",
+    proc = run_python(STORM, env={"PYFRAG_LIBRARY": fault_library,
+                                  "PYFRAG_FAULT_COMMIT": "3", "PYFRAG_FAULT_MADVISE": "2",
                                   "PYFRAG_FAULT_DECOMMIT": "2", "PYFRAG_LIMIT": "4M",
                                   "PYFRAG_RETAIN": "0", "PYFRAG_RESERVE": "64K"}, timeout=240)
     assert proc.returncode == 0, proc.stderr
@@ -238,10 +247,12 @@ def test_memory_error_keeps_fragments_and_memory_comes_back(lib):
     assert after.pages_in_use <= before.pages_in_use
 
 
-def test_bad_fault_settings_are_ignored_or_refused(faults):
-    assert faults.pf_debug_fault_set(SITES, 1, 1) == -1
-    assert faults.pf_debug_fault_set(-1, 1, 1) == -1
+def test_bad_fault_settings_are_ignored_or_refused(fault_library):
+    out = run_faulty(fault_library, """
+print(json.dumps([lib.pf_debug_fault_set(SITES, 1, 1), lib.pf_debug_fault_set(-1, 1, 1)]))
+""")
+    assert out == [-1, -1]
     proc = run_python("import pyfrag; c = pyfrag.FragCache(); c.alloc(64).free(); print('ok')",
-                      env={"PYFRAG_FAULT_COMMIT": "x", "PYFRAG_FAULT_META": "1:x",
-                           "PYFRAG_FAULT_RESERVE": "-1"})
+                      env={"PYFRAG_LIBRARY": fault_library, "PYFRAG_FAULT_COMMIT": "x",
+                           "PYFRAG_FAULT_META": "1:x", "PYFRAG_FAULT_RESERVE": "-1"})
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr

@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import ctypes
 import errno
+import os
 import pickle
 
 import pytest
@@ -122,6 +123,20 @@ def test_page_info_of_nonsense_addresses(lib):
     for address in (None, "0", 1.0):  # not an int: a TypeError, as for sizes
         with pytest.raises(TypeError):
             pyfrag.page_info(address)
+
+
+def test_handles_are_typed(lib, cache):
+    """A cache where an arena is expected (or the other way round, or an int) is refused by
+    ctypes before C runs: each handle has its own pointer type."""
+    name = "hostile-handles-%d" % os.getpid()
+    with pyfrag.SharedArena(name, create=True, size=2 << 20, backing="4k") as arena:
+        for call, wrong in ((lib.pf_cache_drain, arena), (lib.pf_shared_reap, cache),
+                            (lib.pf_cache_drain, cache.info().page), (lib.pf_shared_reap, 4096)):
+            with pytest.raises(ctypes.ArgumentError, match="TypeError: expected LP_pf_"):
+                call(wrong)
+        lib.pf_cache_drain(cache)  # the right objects pass
+        assert lib.pf_shared_reap(arena) == 0
+        assert cache.info().page == 0 and arena.stats().processes == 1
 
 
 def test_garbage_in_the_environment_falls_back_to_defaults():

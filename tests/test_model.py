@@ -36,7 +36,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 import pyfrag
 from pagefrag_model import COUNTERS, FRAG_PAGE, ModelMismatch, PageFragModel
-from pyfrag import _lib
+from pyfrag._native import loader, signatures
 from pyfrag.options import get_option
 
 NCACHES = 2
@@ -72,7 +72,7 @@ def fill_byte(addr: int, size: int) -> int:
 class PageFragMachine(RuleBasedStateMachine):
     def __init__(self):
         super().__init__()
-        self.lib = _lib.lib()
+        self.lib = loader.lib()
         self.lib.pf_init()
         self.saved = {name: get_option(name) for name in
                       ("PYFRAG_RETAIN", "PYFRAG_PCP_HIGH", "PYFRAG_LIMIT", "PYFRAG_HUGEPAGES")}
@@ -92,7 +92,7 @@ class PageFragMachine(RuleBasedStateMachine):
     # ---- helpers ---------------------------------------------------------------------
 
     def cache_info(self, ci: int):
-        raw = _lib.CacheInfo()
+        raw = signatures.CacheInfo()
         self.lib.pf_cache_query(self.caches[ci], ctypes.byref(raw))
         return raw
 

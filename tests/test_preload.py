@@ -52,10 +52,16 @@ def plain_env(**extra) -> dict:
     return env
 
 
-def pyfrag_env(**options) -> dict:
-    """The environment of a preloaded run (sanitizer runtimes kept after pyfrag)."""
+def pyfrag_env(library: str | None = None, **options) -> dict:
+    """The environment of a preloaded run (sanitizer runtimes kept after pyfrag): of the
+    library under test, or of `library` (the fault_library fixture's) in its place."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("PYFRAG_") or k == "PYFRAG_LIBRARY"}
-    return preload.preload_env(base, **options)
+    env = preload.preload_env(base, **options)
+    if library is not None:
+        rest = env["LD_PRELOAD"].split(":")[1:]  # preload_env put the library under test first
+        env["LD_PRELOAD"] = ":".join([library] + [e for e in rest if e != library])
+        env["PYFRAG_LIBRARY"] = library
+    return env
 
 
 def split_stats(stderr: str):
@@ -385,9 +391,9 @@ def test_frees_after_thread_teardown_leave_no_state(programs):
     assert re.fullmatch(r"threads 1 caches 1 pages_in_use \d+", counts["late"]), counts
 
 
-def test_large_blocks_survive_refused_decommits(programs):
+def test_large_blocks_survive_refused_decommits(programs, fault_library):
     # the first 20 decommits fail: those chunks must come back once the OS accepts again
-    env = pyfrag_env(hugepages="off")
+    env = pyfrag_env(fault_library, hugepages="off")
     env["PYFRAG_FAULT_DECOMMIT"] = "1:20"
     done = run([str(programs / "large_decommit")], env)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -447,10 +453,11 @@ def test_python_fork_and_subprocess_under_preload(tmp_path):
 def test_ctypes_load_does_not_take_over_malloc():
     done = run_python("""
         import ctypes, pyfrag
+        from pyfrag.stats import arena_range
         libc = ctypes.CDLL(None)
         libc.malloc.restype = ctypes.c_void_p
         libc.free.argtypes = [ctypes.c_void_p]
-        base, size = pyfrag._lib.arena_range()
+        base, size = arena_range()
         before = pyfrag.stats()
         blocks = [libc.malloc(n) for n in (16, 1500, 100000, 5 << 20)]
         inside = [base <= p < base + size for p in blocks]

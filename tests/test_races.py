@@ -304,7 +304,27 @@ def test_reentry_from_signal_handler_and_gc_never_deadlocks(lib, shared):
     assert int(words[1]) > 0 and int(words[3]) > 0
 
 
-# ---- interpreter exit while daemon threads still use an arena ---------------------------
+# ---- interpreter exit while daemon threads still use an arena or a cache -----------------
+
+# the end of each exit race: two daemon threads run work() while the main thread exits
+DAEMONS_THEN_EXIT = """
+for _ in range(2):
+    threading.Thread(target=work, daemon=True).start()
+started.wait()
+time.sleep(0.05)
+print("exiting")
+"""
+
+
+def run_exit_race(code: str) -> list:
+    """code three times (exits vary); the stdout of each run, which must exit 0."""
+    outputs = []
+    for _ in range(3):
+        proc = run_python(code, env=UNMAP_FREED, args=("-X", "faulthandler"), timeout=60)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        outputs.append(proc.stdout)
+    return outputs
+
 
 EXIT_RACE = """
 import atexit, sys, threading, time
@@ -326,13 +346,7 @@ def work():
         except pyfrag.FragError:
             pass  # closed at exit: every later call and access raises
 
-
-for _ in range(2):
-    threading.Thread(target=work, daemon=True).start()
-started.wait()
-time.sleep(0.05)
-print("exiting")
-"""
+""" + DAEMONS_THEN_EXIT
 
 
 def test_exit_with_daemon_threads_using_an_arena(lib):
@@ -340,10 +354,39 @@ def test_exit_with_daemon_threads_using_an_arena(lib):
     not detached under the daemon threads' calls by its finalizer; its file is removed."""
     name = "race-exit-%d" % os.getpid()
     try:
-        for _ in range(3):
-            proc = run_python(EXIT_RACE % {"name": name}, env=UNMAP_FREED,
-                              args=("-X", "faulthandler"), timeout=60)
-            assert proc.returncode == 0, proc.stderr[-3000:]
-            assert not os.path.exists("/dev/shm/pyfrag." + name)
+        run_exit_race(EXIT_RACE % {"name": name})
+        assert not os.path.exists("/dev/shm/pyfrag." + name)
     finally:
         remove_arenas(name)
+
+
+CACHE_EXIT = """
+import atexit, sys, threading, time
+caches = []
+# registered before pyfrag's own exit hook, so it runs after it: the caches are closed by then
+atexit.register(lambda: print("closed", all(c.closed for c in caches), flush=True))
+import pyfrag
+sys.setswitchinterval(1e-6)
+started = threading.Barrier(3)
+
+
+def work():
+    cache = pyfrag.FragCache()
+    caches.append(cache)
+    started.wait()
+    while True:
+        try:
+            frag = cache.alloc(32768)
+            frag[0:100] = bytes(100)
+            frag.free()
+        except pyfrag.FragError:
+            pass  # closed at exit, from the main thread: every later call raises
+
+""" + DAEMONS_THEN_EXIT
+
+
+def test_exit_with_daemon_threads_using_caches(lib):
+    """At exit a FragCache still open is closed like an arena (the same base class): after its
+    owner thread's call in flight, from the main thread, and later calls raise."""
+    for out in run_exit_race(CACHE_EXIT):
+        assert out.split() == ["exiting", "closed", "True"], out

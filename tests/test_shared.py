@@ -24,6 +24,7 @@ import pytest
 import pyfrag
 from conftest import REPO_ROOT
 from pyfrag import shared
+from pyfrag._native import loader
 
 SIZE = 4 * 1024 * 1024
 _names = itertools.count()
@@ -100,7 +101,7 @@ def test_create_alloc_free(arena, name):
 
 
 def test_stats_fields_match_the_library(arena):
-    cdll = pyfrag._lib.lib()
+    cdll = loader.lib()
     names = [cdll.pf_shared_stats_field_name(i).decode()
              for i in range(cdll.pf_shared_stats_field_count())]
     assert tuple(names) == shared.FIELDS

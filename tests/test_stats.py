@@ -15,8 +15,11 @@ import pytest
 
 import pyfrag
 from conftest import run_python
-from pyfrag import _lib, system
-from pyfrag.stats import FIELDS, HugepageCoverage, SmapsTotals, field_docs
+from pyfrag import system
+from pyfrag._native import loader
+from pyfrag._native.errors import LibraryError
+from pyfrag.stats import (FIELDS, HugepageCoverage, SmapsTotals, arena_range, field_docs,
+                          stats_snapshot)
 
 MiB = 1 << 20
 
@@ -34,13 +37,28 @@ def test_library_path_is_absolute_and_is_the_mapped_file(lib):
 def test_import_does_not_load_the_library():
     proc = run_python("""
         import pyfrag, pyfrag.cli
+        from pyfrag._native import loader
         mapped = lambda: "libpyfrag" in open("/proc/self/maps").read()
-        print(mapped(), pyfrag._lib.is_loaded())
+        print(mapped(), loader.is_loaded())
         pyfrag.stats()
-        print(mapped(), pyfrag._lib.is_loaded())
+        print(mapped(), loader.is_loaded())
     """)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["False", "False", "True", "True"]
+
+
+def test_import_stays_light():
+    """`import pyfrag` is the public API only; the command line adds no tool or psutil."""
+    proc = run_python("""
+        import sys
+        loaded = lambda prefix: sorted(m for m in sys.modules if m.startswith(prefix))
+        import pyfrag
+        print(loaded("pyfrag.tools"), loaded("pyfrag.cli"), loaded("psutil"))
+        import pyfrag.cli
+        print(loaded("pyfrag.tools.stress.harness"), loaded("psutil"))
+    """)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["[] [] []", "[] []"]
 
 
 def test_pyfrag_library_env_picks_the_file(lib, tmp_path):
@@ -80,19 +98,20 @@ def test_not_a_library_is_a_library_error(tmp_path):
     assert "cannot load %s" % bogus in proc.stdout and "scons" in proc.stdout
 
 
-@pytest.mark.parametrize("size_delta, version", [(8, _lib.STATS_VERSION), (-8, _lib.STATS_VERSION),
-                                                 (0, _lib.STATS_VERSION + 1)])
+@pytest.mark.parametrize("size_delta, version", [(8, loader.STATS_VERSION),
+                                                 (-8, loader.STATS_VERSION),
+                                                 (0, loader.STATS_VERSION + 1)])
 def test_stats_header_mismatch_is_explained(size_delta, version):
-    struct = _lib.stats_struct_for(list(FIELDS))
+    struct = loader.stats_struct_for(list(FIELDS))
     size = ctypes.sizeof(struct) + size_delta
-    with pytest.raises(_lib.LibraryError) as caught:
-        _lib.check_stats_header("/some/libpyfrag.so", struct, size, version)
+    with pytest.raises(LibraryError) as caught:
+        loader.check_stats_header("/some/libpyfrag.so", struct, size, version)
     message = str(caught.value)
     for needed in ("/some/libpyfrag.so", "size %d" % size, "version %d" % version, "rebuild",
                    "scons"):
         assert needed in message
-    _lib.check_stats_header("/some/libpyfrag.so", struct, ctypes.sizeof(struct),
-                            _lib.STATS_VERSION)  # match: no error
+    loader.check_stats_header("/some/libpyfrag.so", struct, ctypes.sizeof(struct),
+                              loader.STATS_VERSION)  # match: no error
 
 
 def test_stats_field_names_are_checked():
@@ -109,9 +128,9 @@ def test_stats_field_names_are_checked():
     from pyfrag.stats import _check_field_names
     _check_field_names(FakeTable(list(FIELDS)), "/x/libpyfrag.so")
     renamed = list(FIELDS[:-1]) + ["thread_count"]
-    with pytest.raises(_lib.LibraryError, match=r"lacks \['%s'\].*extra \['thread_count'\]" % FIELDS[-1]):
+    with pytest.raises(LibraryError, match=r"lacks \['%s'\].*extra \['thread_count'\]" % FIELDS[-1]):
         _check_field_names(FakeTable(renamed), "/x/libpyfrag.so")
-    with pytest.raises(_lib.LibraryError, match="orders them differently"):
+    with pytest.raises(LibraryError, match="orders them differently"):
         _check_field_names(FakeTable(list(reversed(FIELDS))), "/x/libpyfrag.so")
 
 
@@ -120,7 +139,7 @@ def test_stats_field_names_are_checked():
 def test_stats_fields_match_the_library(lib):
     names = [lib.pf_stats_field_name(i).decode() for i in range(lib.pf_stats_field_count())]
     assert names == [f.name for f in dataclasses.fields(pyfrag.Stats)]
-    assert _lib.stats_snapshot().size == 8 + 8 * len(names)
+    assert stats_snapshot().size == 8 + 8 * len(names)
     snapshot = pyfrag.stats()
     assert all(isinstance(getattr(snapshot, n), int) for n in names)
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -169,7 +188,7 @@ def test_set_option_round_trip(lib):
 
 
 def test_set_option_errors(lib):
-    _lib.arena_range()  # the arena exists: fixed options are frozen now
+    arena_range()  # the arena exists: fixed options are frozen now
     with pytest.raises(ValueError) as unknown:
         pyfrag.set_option("PYFRAG_NO_SUCH_THING", "1")
     assert unknown.value.errno == errno.EINVAL and "unknown option" in str(unknown.value)
@@ -219,13 +238,14 @@ def test_trim_gives_empty_chunks_back():
 def test_hugepage_coverage_sees_the_arena():
     proc = run_python("""
         import json, pyfrag, dataclasses
+        from pyfrag.stats import arena_range
         with pyfrag.FragCache() as cache:
             frags = [cache.alloc(32768) for _ in range(128)]  # 4 MiB
             for frag in frags:
                 frag[:] = b"\\x5a" * 32768
             cov = pyfrag.hugepage_coverage()
             s = pyfrag.stats()
-            print(json.dumps(dict(dataclasses.asdict(cov), range=pyfrag._lib.arena_range(),
+            print(json.dumps(dict(dataclasses.asdict(cov), range=arena_range(),
                                   fractions=[cov.hugetlb_fraction, cov.thp_fraction,
                                              cov.huge_fraction],
                                   hugetlb_chunks=s.chunks_hugetlb, committed=s.committed_bytes)))

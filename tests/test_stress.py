@@ -19,7 +19,10 @@ import psutil
 import pytest
 
 from conftest import REPO_ROOT, run_cli
-from pyfrag import cli, cmd_stress, stress
+from pyfrag import cli
+from pyfrag.cli import stress_output
+from pyfrag.tools.stress import harness, judge
+from pyfrag.tools.stress import params as stress_params
 
 # Sanitizer runtimes (CI's asan pass) add tens of MiB of shadow memory and quarantine to
 # every worker's RSS: widen the bound's constant there, and only there.
@@ -43,7 +46,7 @@ def checks(data) -> set:
 
 # ---- end to end ----------------------------------------------------------------------
 
-@pytest.mark.parametrize("workload", stress.WORKLOADS)
+@pytest.mark.parametrize("workload", stress_params.WORKLOADS)
 def test_each_workload_passes(tmp_path, workload):
     data, done = stress_json(tmp_path, "--workload", workload, "--workers", "1", *SHORT)
     assert data["ok"] is True and data["violations"] == []
@@ -55,7 +58,7 @@ def test_each_workload_passes(tmp_path, workload):
     assert "every fragment freed" in done.stdout and "ok (1 worker," in done.stdout
 
 
-@pytest.mark.parametrize("method", stress.START_METHODS)
+@pytest.mark.parametrize("method", stress_params.START_METHODS)
 def test_each_start_method(tmp_path, method):
     data, _ = stress_json(tmp_path, "--start-method", method, "--workers", "2", *SHORT)
     assert data["ok"] is True
@@ -159,8 +162,8 @@ class FailingJob(SleepyJob):
 
 
 def test_hang_is_detected_and_stopped():
-    params = stress.Params(workers=1, timeout=1.0, interval=0.05, start_method="fork")
-    report = stress.run(params, job=SleepyJob())
+    params = stress_params.Params(workers=1, timeout=1.0, interval=0.05, start_method="fork")
+    report = harness.run(params, job=SleepyJob())
     (violation,) = report.violations
     assert violation.check == "hang" and violation.worker == 0
     assert report.workers[0].status == "hung"
@@ -168,8 +171,8 @@ def test_hang_is_detected_and_stopped():
 
 
 def test_worker_exception_is_reported():
-    params = stress.Params(workers=1, interval=0.05, start_method="fork")
-    report = stress.run(params, job=FailingJob())
+    params = stress_params.Params(workers=1, interval=0.05, start_method="fork")
+    report = harness.run(params, job=FailingJob())
     (violation,) = report.violations
     assert violation.check == "error"
     assert "RuntimeError: the workload could not start" in violation.message
@@ -188,18 +191,18 @@ def _stats(**fields):
 
 
 def test_check_worker_names_each_broken_rule():
-    chunk = stress.CHUNK
+    chunk = stress_params.CHUNK
     clean = _stats(allocs=100, frees=100, committed_bytes=chunk, peak_committed_bytes=4 * chunk)
-    assert stress.check_worker(_fake(), _stats(), clean, retain=1) == []
+    assert judge.check_worker(_fake(), _stats(), clean, retain=1) == []
     broken = _stats(allocs=100, frees=99, invalid_frees=1, pages_in_use=8,
                     committed_bytes=3 * chunk, peak_committed_bytes=4 * chunk, caches=1)
-    found = stress.check_worker(_fake(frees=98, corrupt=2, alloc_failures=1, free_failures=1),
+    found = judge.check_worker(_fake(frees=98, corrupt=2, alloc_failures=1, free_failures=1),
                                 _stats(), broken, retain=1)
     assert [check for check, _ in found] == ["leak", "counters", "corruption", "alloc-failure",
                                              "free-failure", "pages", "chunks", "teardown"]
     # fewer chunks than PYFRAG_RETAIN were ever needed: they all stay, which is right
     small = _stats(allocs=100, frees=100, committed_bytes=chunk, peak_committed_bytes=chunk)
-    assert stress.check_worker(_fake(), _stats(), small, retain=4) == []
+    assert judge.check_worker(_fake(), _stats(), small, retain=4) == []
 
 
 # ---- Ctrl-C ---------------------------------------------------------------------------------
@@ -324,21 +327,22 @@ def test_plot_draws_a_png(tmp_path):
 # ---- pieces -----------------------------------------------------------------------------------
 
 def test_parse_sizes():
-    assert stress.parse_sizes("imix").table == stress.IMIX
-    assert sorted(set(stress.IMIX)) == [64, 576, 1500]
-    assert [stress.IMIX.count(n) for n in (64, 576, 1500)] == [7, 4, 1]
-    assert stress.parse_sizes("1500").table == (1500,)
-    assert (stress.parse_sizes("64-1500").low, stress.parse_sizes("64-1500").high) == (64, 1500)
+    assert stress_params.parse_sizes("imix").table == stress_params.IMIX
+    assert sorted(set(stress_params.IMIX)) == [64, 576, 1500]
+    assert [stress_params.IMIX.count(n) for n in (64, 576, 1500)] == [7, 4, 1]
+    assert stress_params.parse_sizes("1500").table == (1500,)
+    ranged = stress_params.parse_sizes("64-1500")
+    assert (ranged.low, ranged.high) == (64, 1500)
     for bad in ("0", "32769", "9-3", "big"):
         with pytest.raises(ValueError):
-            stress.parse_sizes(bad)
+            stress_params.parse_sizes(bad)
 
 
 def test_progress_redraws_only_on_a_tty():
-    rows = [stress.WorkerRow(0, 123, "running", 1000, 5e6, 20 * stress.MiB)]
+    rows = [harness.WorkerRow(0, 123, "running", 1000, 5e6, 20 * stress_params.MiB)]
     for tty in (True, False):
         out = io.StringIO()
-        view = cmd_stress.ProgressView(out, stress.Params(), tty=tty)
+        view = stress_output.ProgressView(out, stress_params.Params(), tty=tty)
         view.update(0.0, rows)
         view.update(1.5, rows)
         assert ("\x1b[" in out.getvalue()) is tty
@@ -349,5 +353,5 @@ def test_params_refuse_what_no_run_can_use():
     for bad in (dict(workload="nope"), dict(start_method="thread"), dict(workers=0),
                 dict(pairs=0), dict(duration=0)):
         with pytest.raises(ValueError):
-            stress.Params(**bad)
-    assert stress.Params(duration=0, ops=10).deadline == stress.DEFAULT_OPS_TIMEOUT
+            stress_params.Params(**bad)
+    assert stress_params.Params(duration=0, ops=10).deadline == stress_params.DEFAULT_OPS_TIMEOUT

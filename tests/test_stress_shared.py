@@ -14,7 +14,8 @@ import types
 import pytest
 
 from conftest import REPO_ROOT, run_cli
-from pyfrag import cli, shared, stress, stress_shared
+from pyfrag import cli, shared
+from pyfrag.tools.stress import judge
 
 SANITIZED = os.environ.get("PYFRAG_TEST_MODE") in ("asan", "tsan")
 SLACK = ("--rss-slack", "512") if SANITIZED else ()
@@ -108,31 +109,25 @@ def test_interrupt_removes_the_arena():
     assert arena_files("stress-%d" % proc.pid) == []
 
 
-def _peer(**counts):
-    base = dict(state=2, pid=1, allocs=0, frees=0, drained=0, self_freed=0, corrupt=0,
-                alloc_failures=0, free_failures=0, dead_seen=0, elapsed_ns=1, started_ns=1)
-    return types.SimpleNamespace(**{**base, **counts})
-
-
 def test_checks_name_each_broken_rule():
-    """_check on made-up numbers: a fragment unaccounted for, corruption, pages left, no reap."""
-    job = stress_shared.SharedJob(stress.Params(workers=4))
+    """judge.check_arena on made-up numbers: a fragment unaccounted for, corruption, pages
+    left, no reap."""
     stats = dict.fromkeys(shared.FIELDS, 0)
     stats["processes"] = 1
-    job.before = job.after_setup = types.SimpleNamespace(**stats)
+    before = types.SimpleNamespace(**stats)
     after_run = types.SimpleNamespace(**{**stats, "allocs": 10, "frees": 9})
     final = types.SimpleNamespace(**{**stats, "allocs": 10, "frees": 9, "pages_in_use": 8,
                                      "processes": 2})
     totals = dict(allocs=10, frees=9, drained=0, self_freed=0, corrupt=1, alloc_failures=0,
                   free_failures=0, dead_seen=0)
-    out = types.SimpleNamespace(workers=[], arena={"map_bytes": 0})
-    found = job._check(out, totals, 1, 0, after_run, final, killed=False)
+    found = judge.check_arena(before, before, after_run, final, totals, lost=1, in_rings=0,
+                              kill_after=0.0, kill=None, arena_bytes=16 << 20)
     assert [v.check for v in found] == ["leak", "corruption", "pages", "teardown"]
     # the same numbers with consumer 0 killed: one fragment and its page are what it held
-    job.kill = {"killed": True}
     final = types.SimpleNamespace(**{**vars(final), "processes": 1, "reaped_processes": 1})
     totals["corrupt"] = 0
-    assert job._check(out, totals, 1, 0, after_run, final, killed=True) == []
+    assert judge.check_arena(before, before, after_run, final, totals, lost=1, in_rings=0,
+                             kill_after=0.0, kill={"killed": True}, arena_bytes=16 << 20) == []
 
 
 @pytest.mark.parametrize("argv", [

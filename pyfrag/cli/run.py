@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 
-from . import preload
+from .. import preload
 
 _SIZE = re.compile(r"^([0-9]+)(?:([kmgt])i?b?)?$", re.IGNORECASE)
 

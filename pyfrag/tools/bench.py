@@ -20,7 +20,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 
-from ._lib import REPO_ROOT
+from .._native.loader import REPO_ROOT
 
 SCHEMA = "pyfrag-bench/1"
 

@@ -11,10 +11,11 @@ import dataclasses
 import json
 import sys
 
-from . import __version__, _lib, shared_files, system
+from .. import __version__, shared_files, system
+from .._native import loader
 # (pyfrag.options and pyfrag.stats are the functions: import from the modules)
-from .options import options as list_options
-from .stats import stats as read_stats
+from ..options import options as list_options
+from ..stats import arena_range, stats as read_stats
 
 
 def add_parser(subparsers) -> None:
@@ -26,11 +27,11 @@ def add_parser(subparsers) -> None:
 
 
 def collect() -> dict:
-    cdll = _lib.lib()
-    base, size = _lib.arena_range()
+    cdll = loader.lib()
+    base, size = arena_range()
     return {
         "version": __version__,
-        "library": {"path": _lib.library_path(), "version": cdll.pf_version().decode(),
+        "library": {"path": loader.library_path(), "version": cdll.pf_version().decode(),
                     "abi": cdll.pf_abi_version()},
         "arena": {"base": base, "size": size},
         "options": [dict(dataclasses.asdict(opt), text=opt.text) for opt in list_options()],

@@ -3,8 +3,9 @@
 
 Contract: main(argv=None) -> int, never raises for expected failures.
 Exit codes: 0 ok, 1 failure (message on stderr), 2 usage, 130 interrupted.
-Importing this module does not load libpyfrag.so, so `pyfrag --help`
-works without it.
+Importing this package does not load libpyfrag.so (nor psutil, nor the
+stress harness: each command imports what it runs when it runs), so
+`pyfrag --help` and `pyfrag COMMAND --help` work without it.
 """
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ import argparse
 import os
 import sys
 
-from . import __version__, cmd_bench, cmd_info, cmd_run, cmd_stress
-from ._lib import FragError
+from .. import __version__
+from .._native.errors import FragError
+from . import bench, info, run, stress
 
-COMMANDS = (cmd_info, cmd_stress, cmd_bench, cmd_run)  # each has add_parser(subparsers) and run(args) -> int
+COMMANDS = (info, stress, bench, run)  # each has add_parser(subparsers) and run(args) -> int
 
 
 def build_parser() -> argparse.ArgumentParser:

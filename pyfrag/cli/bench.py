@@ -2,7 +2,7 @@
 """`pyfrag bench`: pyfrag side by side with glibc, jemalloc, mimalloc and tcmalloc.
 
 Contract: add_parser(subparsers) registers the command; run(args) runs the
-benchmark programs (pyfrag.bench) with the allocators interleaved, shows
+benchmark programs (pyfrag.tools.bench) with the allocators interleaved, shows
 progress on stderr, prints one table of medians and ratios to pyfrag on
 stdout (stderr when --json - takes stdout), and returns 0 when every program
 ran, 1 when the programs are missing or one failed, 2 for a usage error
@@ -16,8 +16,8 @@ import argparse
 import json
 import sys
 
-from . import bench
-from ._plot import load_pyplot
+from ..tools import bench
+from ..tools.plot import load_pyplot
 
 DESCRIPTION = """\
 Run the benchmark programs of native/bench (built by `scons -Q` into
