@@ -12,7 +12,7 @@
  *   pf_cache_alloc_align_inline, pf_cache_free_inline with the size on the
  *   owner thread), and pf_free on other threads.
  *
- * Result lines (parsed by pyfrag/bench.py):
+ * Result lines (parsed by pyfrag/tools/bench.py):
  *   result <workload> <case> ns_per_op <X> [<key> <value>]...
  */
 #ifndef PF_BENCH_H

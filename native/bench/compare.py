@@ -3,7 +3,7 @@
 """Compare allocators under the benchmarks in this folder: now `pyfrag bench`.
 
 Kept so that old habits still work; every argument goes to `pyfrag bench`
-(pyfrag/bench.py, pyfrag/cmd_bench.py), e.g.
+(pyfrag/tools/bench.py, pyfrag/cli/bench.py), e.g.
 
     python3 native/bench/compare.py --runs 7 --json FILE
 """

@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: GPL-2.0-only */
 /*
- * pyfrag fault injection, for tests: make the OS layer (native/src/os.c)
- * fail on demand, as if the kernel had refused. Built into every library
- * variant; it costs nothing until a site is first armed (then one atomic
- * load per OS call, and OS calls are the slow path). Not part of the stable
- * API (PF_ABI_VERSION does not cover it).
+ * pyfrag fault injection, for tests: make the OS layer (native/src/sys/os.c)
+ * fail on demand, as if the kernel had refused. Only in the debug, asan and
+ * tsan builds (scons mode=debug|asan|tsan): the release library has none of
+ * these functions and ignores PYFRAG_FAULT_*. It costs nothing until a site
+ * is first armed (then one atomic load per OS call, and OS calls are the
+ * slow path). Not part of the stable API (PF_ABI_VERSION does not cover it).
  *
  * A site counts its calls from the moment it is armed. With `every` = N,
  * calls N, 2N, 3N, ... fail until `times` failures have been injected (a

@@ -5,7 +5,8 @@
  * must stay usable and go back once the OS accepts again, not stay claimed
  * for ever. Allocates and frees 6 MiB blocks, then asks pyfrag (found with
  * dlsym: this program is not linked against it) to trim, and prints the
- * committed bytes left: "committed MiB N".
+ * committed bytes left, "committed MiB N", and how many decommits the fault
+ * injection refused, "decommit failures N" (-1 without fault injection).
  */
 #include <dlfcn.h>
 #include <stdint.h>
@@ -35,5 +36,15 @@ int main(void)
 		if (strcmp(field(i), "committed_bytes") == 0) /* after size and version: 8 bytes */
 			printf("committed MiB %llu\n", (unsigned long long)(stats[1 + i] >> 20));
 	}
+	const char *(*site_name)(int) = (const char *(*)(int))dlsym(RTLD_DEFAULT, "pf_debug_fault_name");
+	int (*fault_get)(int, uint64_t *, uint64_t *) =
+		(int (*)(int, uint64_t *, uint64_t *))dlsym(RTLD_DEFAULT, "pf_debug_fault_get");
+	long long refused = -1;
+	for (int site = 0; site_name && fault_get && site_name(site); site++) {
+		uint64_t calls = 0, failed = 0;
+		if (strcmp(site_name(site), "decommit") == 0 && fault_get(site, &calls, &failed) == 0)
+			refused = (long long)failed;
+	}
+	printf("decommit failures %lld\n", refused);
 	return 0;
 }
