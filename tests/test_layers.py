@@ -56,10 +56,14 @@ def tree(tmp_path):
     return src
 
 
+def add_include(path, after: str, include: str):
+    """Add `#include "include"` to the file, right after its include of `after`."""
+    old = '#include "%s"' % after
+    path.write_text(path.read_text().replace(old, old + '\n#include "%s"' % include))
+
+
 def test_an_upward_include_fails(tree):
-    page_frag = tree / "page_frag" / "page_frag.c"
-    page_frag.write_text(page_frag.read_text().replace(
-        '#include "page_frag/page_frag.h"', '#include "page_frag/page_frag.h"\n#include "malloc/malloc.h"'))
+    add_include(tree / "page_frag" / "page_frag.c", "page_frag/page_frag.h", "malloc/malloc.h")
     run = check("--src", str(tree))
     assert run.returncode == 1
     assert 'page_frag/page_frag.c includes "malloc/malloc.h": malloc is above page_frag' in run.stdout
@@ -94,9 +98,7 @@ def test_a_file_outside_the_layers_fails(tree):
 
 
 def test_a_layer_header_that_includes_its_own_layer_fails(tree):
-    header = tree / "thread" / "thread.h"
-    header.write_text(header.read_text().replace(
-        '#include "page_frag/page_frag.h"', '#include "page_frag/page_frag.h"\n#include "thread/thread.h"'))
+    add_include(tree / "thread" / "thread.h", "page_frag/page_frag.h", "thread/thread.h")
     run = check("--src", str(tree))
     assert run.returncode == 1
     assert "the thread layer's header, includes \"thread/thread.h\"" in run.stdout

@@ -221,27 +221,7 @@ static void give_back(struct worker *w, pf_cache_t *cache, const struct frag *f)
 
 /* ---- ring ------------------------------------------------------------------------- */
 
-static bool ring_push(struct ring *r, const struct frag *f)
-{
-	uint32_t head = atomic_load_explicit(&r->head, memory_order_relaxed);
-	uint32_t tail = atomic_load_explicit(&r->tail, memory_order_acquire);
-	if (head - tail > r->mask)
-		return false;
-	r->slots[head & r->mask] = *f;
-	atomic_store_explicit(&r->head, head + 1, memory_order_release);
-	return true;
-}
-
-static bool ring_pop(struct ring *r, struct frag *f)
-{
-	uint32_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
-	uint32_t head = atomic_load_explicit(&r->head, memory_order_acquire);
-	if (tail == head)
-		return false;
-	*f = r->slots[tail & r->mask];
-	atomic_store_explicit(&r->tail, tail + 1, memory_order_release);
-	return true;
-}
+STRESS_SPSC_RING(struct ring, struct frag, uint32_t)
 
 /* Producer: one fragment into the ring; when full, wait (RING) or free it here (MIXED). */
 static void produce(struct worker *w, bool wait)
@@ -398,17 +378,7 @@ static void *thread_main(void *arg)
 
 static const char *check_sizes(const pf_stress_params_t *p)
 {
-	if (!p->nsizes) {
-		if (p->size_min < 1 || p->size_min > p->size_max || p->size_max > PF_FRAG_PAGE_SIZE)
-			return "size_min and size_max must satisfy 1 <= size_min <= size_max <= 32768";
-		return NULL;
-	}
-	if (!p->sizes)
-		return "nsizes is not 0 but sizes is NULL";
-	for (uint32_t i = 0; i < p->nsizes; i++)
-		if (p->sizes[i] < 1 || p->sizes[i] > PF_FRAG_PAGE_SIZE)
-			return "every entry of sizes must be between 1 and 32768";
-	return NULL;
+	return stress_check_sizes(p->sizes, p->nsizes, p->size_min, p->size_max);
 }
 
 static const char *check_params(const pf_stress_params_t *p, const pf_stress_result_t *out)

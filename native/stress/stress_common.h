@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0-only */
 /*
  * What the two stress loops (stress.c, stress_shared.c) share: the clock,
- * sleeping, the random mix and the fragment pattern.
+ * sleeping, the random mix, the fragment pattern, the size parameters' check
+ * and the SPSC ring.
  *
  * The pattern: an 8-byte tag (fewer bytes for smaller fragments) then a fill
  * byte taken from the tag, never 0 (the value of fresh memory). Two live
@@ -10,7 +11,10 @@
 #ifndef PYFRAG_STRESS_COMMON_H
 #define PYFRAG_STRESS_COMMON_H
 
+#include "pyfrag.h"
+
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
@@ -74,5 +78,54 @@ static inline bool stress_intact(const unsigned char *p, uint32_t size, uint64_t
 		diff |= (uint64_t)(p[i] ^ byte);
 	return diff == 0;
 }
+
+/*
+ * The size parameters both loops take: a table of sizes (nsizes entries), or
+ * without one a range [size_min, size_max]. NULL if usable, else why not.
+ */
+static inline const char *stress_check_sizes(const uint32_t *sizes, uint32_t nsizes,
+					     uint32_t size_min, uint32_t size_max)
+{
+	if (!nsizes) {
+		if (size_min < 1 || size_min > size_max || size_max > PF_FRAG_PAGE_SIZE)
+			return "size_min and size_max must satisfy 1 <= size_min <= size_max <= 32768";
+		return NULL;
+	}
+	if (!sizes)
+		return "nsizes is not 0 but sizes is NULL";
+	for (uint32_t i = 0; i < nsizes; i++)
+		if (sizes[i] < 1 || sizes[i] > PF_FRAG_PAGE_SIZE)
+			return "every entry of sizes must be between 1 and 32768";
+	return NULL;
+}
+
+/*
+ * ring_push and ring_pop for a single-producer single-consumer ring type:
+ * a struct with atomic head (written by the producer) and tail (by the
+ * consumer) of type index_t, a mask (slots - 1) and slots[] of item_t.
+ * The index type is the ring's own: the difference head - tail must wrap
+ * in that type.
+ */
+#define STRESS_SPSC_RING(ring_t, item_t, index_t)                                      \
+	static bool ring_push(ring_t *r, const item_t *item)                           \
+	{                                                                               \
+		index_t head = atomic_load_explicit(&r->head, memory_order_relaxed);    \
+		index_t tail = atomic_load_explicit(&r->tail, memory_order_acquire);    \
+		if ((index_t)(head - tail) > r->mask)                                   \
+			return false;                                                   \
+		r->slots[head & r->mask] = *item;                                       \
+		atomic_store_explicit(&r->head, head + 1, memory_order_release);        \
+		return true;                                                            \
+	}                                                                               \
+	static bool ring_pop(ring_t *r, item_t *item)                                  \
+	{                                                                               \
+		index_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed);    \
+		index_t head = atomic_load_explicit(&r->head, memory_order_acquire);    \
+		if (tail == head)                                                       \
+			return false;                                                   \
+		*item = r->slots[tail & r->mask];                                       \
+		atomic_store_explicit(&r->tail, tail + 1, memory_order_release);        \
+		return true;                                                            \
+	}
 
 #endif /* PYFRAG_STRESS_COMMON_H */

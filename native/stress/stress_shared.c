@@ -137,27 +137,7 @@ static uint64_t ring_count(struct ring *r)
 	       atomic_load_explicit(&r->tail, memory_order_acquire);
 }
 
-static bool ring_push(struct ring *r, const struct slot *s)
-{
-	uint64_t head = atomic_load_explicit(&r->head, memory_order_relaxed);
-	uint64_t tail = atomic_load_explicit(&r->tail, memory_order_acquire);
-	if (head - tail > r->mask)
-		return false;
-	r->slots[head & r->mask] = *s;
-	atomic_store_explicit(&r->head, head + 1, memory_order_release);
-	return true;
-}
-
-static bool ring_pop(struct ring *r, struct slot *s)
-{
-	uint64_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
-	uint64_t head = atomic_load_explicit(&r->head, memory_order_acquire);
-	if (tail == head)
-		return false;
-	*s = r->slots[tail & r->mask];
-	atomic_store_explicit(&r->tail, tail + 1, memory_order_release);
-	return true;
-}
+STRESS_SPSC_RING(struct ring, struct slot, uint64_t)
 
 /* ---- fragments ---------------------------------------------------------------------- */
 
@@ -359,17 +339,7 @@ static struct control *control_at(pf_shared_t *arena, uint64_t control)
 
 static const char *check_sizes(const pf_stress_shared_params_t *p)
 {
-	if (!p->nsizes) {
-		if (p->size_min < 1 || p->size_min > p->size_max || p->size_max > PF_FRAG_PAGE_SIZE)
-			return "size_min and size_max must satisfy 1 <= size_min <= size_max <= 32768";
-		return NULL;
-	}
-	if (!p->sizes)
-		return "nsizes is not 0 but sizes is NULL";
-	for (uint32_t i = 0; i < p->nsizes; i++)
-		if (p->sizes[i] < 1 || p->sizes[i] > PF_FRAG_PAGE_SIZE)
-			return "every entry of sizes must be between 1 and 32768";
-	return NULL;
+	return stress_check_sizes(p->sizes, p->nsizes, p->size_min, p->size_max);
 }
 
 static const char *check_run(const pf_stress_shared_params_t *p, const struct control *ctl)
