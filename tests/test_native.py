@@ -22,7 +22,8 @@ FAULT_PROGRAMS = {p.stem for p in SOURCES if '#include "pyfrag_debug.h"' in p.re
 @pytest.fixture(scope="session")
 def native_tests():
     """Build the C tests once per session; {program: its folder}."""
-    folders = {p: pathlib.Path(scons_build("tests")) / "tests" for p in PROGRAMS}
+    built = pathlib.Path(scons_build("tests")) / "tests"
+    folders = {p: built for p in PROGRAMS}
     if MODE == "release":
         debug = pathlib.Path(scons_build("tests", "debug")) / "tests"
         folders.update({p: debug for p in FAULT_PROGRAMS})

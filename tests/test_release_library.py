@@ -44,6 +44,12 @@ def release():
     return scons_build("lib", "release")
 
 
+@pytest.fixture(scope="module")
+def debug():
+    """build/debug, built now: a library with fault injection."""
+    return scons_build("lib", "debug")
+
+
 def test_headers_declare_what_the_package_uses():
     api = declared("pyfrag.h") | declared("pyfrag_shared.h")
     assert {"pf_alloc", "pf_free", "pf_cache_create", "pf_shared_create", "pf_stats_get"} <= api
@@ -62,8 +68,7 @@ def test_stress_library_exports_the_stress_api_only(release):
     assert names == declared("pyfrag_stress.h")
 
 
-def test_debug_library_has_fault_injection():
-    debug = scons_build("lib", "debug")
+def test_debug_library_has_fault_injection(debug):
     names = exported(os.path.join(debug, "libpyfrag.so"))
     assert FAULT_SYMBOLS <= names
     assert not names & declared("pyfrag_stress.h")
@@ -106,9 +111,9 @@ def test_fault_variables_change_nothing_in_release(release, argv):
         assert summary_field(faulted.stderr, "commits") > 0, faulted.stderr
 
 
-def test_the_same_variable_fails_commits_in_the_debug_build():
+def test_the_same_variable_fails_commits_in_the_debug_build(debug):
     # the control: the check above could fail, a library with fault injection obeys it
-    library = os.path.join(scons_build("lib", "debug"), "libpyfrag.so")
+    library = os.path.join(debug, "libpyfrag.so")
     faulted = run_stats(library, SORT, fault=True)
     assert faulted.returncode == 0, faulted.stderr  # libc serves what pyfrag cannot
     assert summary_field(faulted.stderr, "commit failures") > 0, faulted.stderr
