@@ -20,6 +20,9 @@ LAYERS = [
      "pyfrag's own objects"),
     ("page_frag", "page_frag/page_frag.h", "all",
      "the page_frag algorithm over a page-source interface, batched reference drops"),
+    ("slab", "slab/slab.h", "all",
+     "the compact small-object route: size-class pages with a free list each, per-thread "
+     "heaps, remote frees on an atomic list per page, abandoned pages"),
     ("thread", "thread/thread.h", "all",
      "per-thread state, thread exit with give-back hooks, the registry of live caches "
      "and threads, the private page source"),

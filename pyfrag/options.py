@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from ._native import loader
 
 HUGEPAGE_MODES = ("auto", "hugetlb", "thp", "off")  # pf_option_get values 0..3
+ROUTE_MODES = ("adaptive", "frag", "compact")  # PYFRAG_ROUTE's values 0..2
+_WORDS = {"PYFRAG_HUGEPAGES": HUGEPAGE_MODES, "PYFRAG_ROUTE": ROUTE_MODES}
 
 
 @dataclass(frozen=True)
@@ -29,8 +31,9 @@ class Option:
     @property
     def text(self) -> str:
         """The value as one would write it in the environment."""
-        if self.name == "PYFRAG_HUGEPAGES" and 0 <= self.value < len(HUGEPAGE_MODES):
-            return HUGEPAGE_MODES[self.value]
+        words = _WORDS.get(self.name, ())
+        if 0 <= self.value < len(words):
+            return words[self.value]
         return str(self.value)
 
 
@@ -62,7 +65,7 @@ def _c_text(text: str, what: str) -> bytes:
 
 
 def get_option(name: str) -> int:
-    """The current value of one option (hugepage modes as 0..3)."""
+    """The current value of one option (words as their index: hugepage modes 0..3, routes 0..2)."""
     return loader.lib().pf_option_get(_name(name))
 
 

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0-only */
 /*
- * Layer 6, the public API (pyfrag.h, and pyfrag_shared.h's entry points that
+ * Layer 7, the public API (pyfrag.h, and pyfrag_shared.h's entry points that
  * may be a process's first call): the one initializer, options, stats and
  * pf_page_query; in valgrind=1 builds, memcheck's view of fragments.
  * Includes only shared/shared.h.

@@ -30,7 +30,7 @@ int pf_option_set(const char *name, const char *value)
 	}
 	long long parsed;
 	if (!value || !pf__option_parse(row, value, &parsed)) {
-		pf__fail(EINVAL, "option value does not parse (sizes take K/M/G; hugepages: auto|hugetlb|thp|off)");
+		pf__fail(EINVAL, "option value does not parse (sizes take K/M/G; hugepages: auto|hugetlb|thp|off; route: adaptive|frag|compact)");
 		return -1;
 	}
 	if (row->fixed && atomic_load(&pf__ready) != 0) {

@@ -3,17 +3,23 @@
  * malloc front: the malloc family's semantics on top of page_frag and the
  * page allocator. preload.c exports these under libc's names.
  *
- * Three routes, chosen by size (and alignment):
- * - small (up to PYFRAG_FRAG_MAX, 4080 by default): a fragment of the calling
- *   thread's page_frag cache, led by a 16-byte header (struct pf_mhdr) that
- *   holds the fragment's size. User pointers are 16-byte aligned; a larger
+ * Routes, chosen by size (and alignment), and for small requests by
+ * PYFRAG_ROUTE:
+ * - small (up to PYFRAG_FRAG_MAX, 4080 by default), frag route: a fragment
+ *   of the calling thread's page_frag cache, led by a 16-byte header (struct
+ *   pf_mhdr) that holds the fragment's size. User pointers are 16-byte aligned; a larger
  *   alignment puts padding before the header. Freeing on the owner thread
  *   while its cache still holds the page hands the reference back to the bias
  *   with no atomic operation, and the newest fragment gives its bytes back
  *   too, so a burst that allocates and frees on one thread reuses the same
  *   bytes. Any other free is one atomic decrement of the page's refcount.
- * - medium (up to 2 MiB): a page run, one buddy block of the smallest order
- *   that holds it (and its alignment), flagged PF_PF_RUN; no header.
+ * - small, compact route, and every request up to 32 KiB above the frag
+ *   route's: a block of the thread's slab heap (slab/slab.h), no header.
+ *   PYFRAG_ROUTE=adaptive (route.c) sends a call site here once its blocks
+ *   are seen pinning frag pages, and every small request while too much is
+ *   pinned. Aligned requests (above 16) and check mode stay on page_frag.
+ * - medium (up to 2 MiB): an exact page run (a buddy block cut to the pages
+ *   asked for, flagged PF_PF_RUN and PF_PF_EXACT); no header.
  * - large: a chunk run (whole contiguous chunks, a fresh mapping), no header.
  * The route of a pointer is read from its head page's flags; the arena range
  * check tells pyfrag's pointers from anything else.
@@ -43,24 +49,12 @@
 #include <string.h>
 #include <unistd.h>
 
-#define PF_HDR 16u
 #define PF_SMALL_MAX (PF_FRAG_PAGE_SIZE - PF_HDR) /* frag_max is clamped to this */
-#define PF_MAGIC_LIVE 0x6d66704bu                 /* "Kpfm" */
-#define PF_MAGIC_LIVE_CHECKED 0x6d66434bu         /* "KCfm": live, made in check mode */
-#define PF_MAGIC_FREED 0x6672656bu
 #define PF_CANARY_KEY 0x9e3779b9u
 #define PF_TAIL_BYTE 0xa5u
 #define PF_POISON_BYTE 0xdfu
 #define PF_MIN_ALIGN 16u
 
-struct pf_mhdr {
-	uint32_t size;   /* fragment bytes: lead + usable */
-	uint16_t lead;   /* fragment start to user pointer: 16, or the alignment */
-	uint16_t slack;  /* usable bytes past the request (check mode: tail canary) */
-	uint32_t canary; /* keyed by address; verified in check mode */
-	uint32_t magic;  /* live_magic() or PF_MAGIC_FREED, right before the user's bytes */
-};
-_Static_assert(sizeof(struct pf_mhdr) == PF_HDR, "malloc header is 16 bytes");
 _Static_assert(PF_SMALL_MAX <= UINT16_MAX, "slack and lead fit 16 bits");
 
 /* ---- reports that end the program -------------------------------------------- */
@@ -108,16 +102,24 @@ static inline size_t small_max(void)
 }
 
 /*
- * Requests below this take pf__malloc's fast path: PYFRAG_FRAG_MAX (clamped)
- * plus one, or 0 in check mode. One load instead of two options and a clamp
- * per call; an option-change hook (sys/options.c) keeps it current.
+ * Requests below fast_below take pf__malloc's fast path: PYFRAG_FRAG_MAX
+ * (clamped) plus one on the frag route, the largest slab class plus one on
+ * the others, 0 in check mode; frag_below is the frag route's bound. One
+ * load instead of options and a clamp per call; an option-change hook
+ * (sys/options.c) keeps them current. Check mode is the frag route: only
+ * headers carry canaries.
  */
-static _Atomic size_t fast_below;
+static _Atomic size_t fast_below, frag_below;
+static _Atomic unsigned route;
 
 static void options_changed(void *unused)
 {
 	(void)unused;
-	atomic_store_explicit(&fast_below, check_mode() ? 0 : small_max() + 1, memory_order_relaxed);
+	unsigned r = check_mode() ? PF_ROUTE_FRAG : (unsigned)PF_OPT(route);
+	atomic_store_explicit(&route, r, memory_order_relaxed);
+	atomic_store_explicit(&frag_below, small_max() + 1, memory_order_relaxed);
+	size_t below = r == PF_ROUTE_FRAG ? small_max() + 1 : PF_SLAB_MAX + 1;
+	atomic_store_explicit(&fast_below, check_mode() ? 0 : below, memory_order_relaxed);
 }
 
 static inline size_t round16(size_t n)
@@ -135,12 +137,13 @@ static inline uint32_t live_magic(void)
 	return check_mode() ? PF_MAGIC_LIVE_CHECKED : PF_MAGIC_LIVE;
 }
 
-static inline void write_header(struct pf_mhdr *h, uint32_t size, uint32_t lead, uint32_t slack)
+static inline void write_header(struct pf_mhdr *h, uint32_t size, uint32_t lead, uint32_t slack,
+				uint32_t slot)
 {
 	h->size = size;
 	h->lead = (uint16_t)lead;
 	h->slack = (uint16_t)slack;
-	h->canary = canary_of(h);
+	h->canary = check_mode() ? canary_of(h) : slot;
 	h->magic = live_magic();
 }
 
@@ -224,7 +227,7 @@ static inline void count_small(struct pf_thread *t)
  * the page is at least 4 KiB aligned, so aligning the offset aligns the
  * address); the same layout as small_alloc's. NULL if it does not fit.
  */
-static inline void *small_fast(struct pf_thread *t, size_t size, uint32_t lead)
+static inline void *small_fast(struct pf_thread *t, size_t size, uint32_t lead, uint32_t slot)
 {
 	struct pf_cache *c = &t->cache;
 	/* at least one byte: a zero-size block must not end where the next page starts */
@@ -238,10 +241,11 @@ static inline void *small_fast(struct pf_thread *t, size_t size, uint32_t lead)
 	pf__local_inc(&c->allocs);
 	count_small(t);
 	struct pf_mhdr *h = (struct pf_mhdr *)(c->va + offset + lead) - 1;
-	/* no canary: only check mode reads it, and check mode never comes here */
+	/* no canary (only check mode reads it, and check mode never comes here): the site's slot */
 	h->size = total;
 	h->lead = (uint16_t)lead;
 	h->slack = (uint16_t)(used - size);
+	h->canary = slot;
 	h->magic = PF_MAGIC_LIVE;
 	return h + 1;
 }
@@ -295,7 +299,15 @@ static void rotate(struct pf_thread *t, uint32_t fragsz, uint32_t align)
 		move_page(spare, &used_up);
 		return;
 	}
+	bool adaptive = atomic_load_explicit(&route, memory_order_relaxed) == PF_ROUTE_ADAPTIVE;
+	struct pf_page *let_go = spare->page;
+	uint32_t fill = spare->offset;
 	pf__frag_drain(spare); /* its fragments keep it alive, or it goes back */
+	if (adaptive) {
+		if (let_go)
+			pf__route_watch(t, let_go, fill);
+		pf__route_tick(t);
+	}
 	move_page(spare, cur);
 }
 
@@ -317,7 +329,7 @@ static inline bool free_local(struct pf_thread *t, struct pf_cache *c, uintptr_t
 }
 
 /* Any small request: refills, alignment padding, check mode. NULL/ENOMEM. */
-static void *small_alloc(struct pf_thread *t, size_t size, size_t align)
+static void *small_alloc(struct pf_thread *t, size_t size, size_t align, uint32_t slot)
 {
 	size_t lead = align > PF_HDR ? align : PF_HDR;
 	size_t used = round16(size + (check_mode() ? 1 : 0));
@@ -331,7 +343,7 @@ static void *small_alloc(struct pf_thread *t, size_t size, size_t align)
 	count_small(t);
 	void *ptr = frag + lead;
 	struct pf_mhdr *h = header_of(ptr);
-	write_header(h, (uint32_t)(lead + used), (uint32_t)lead, (uint32_t)(used - size));
+	write_header(h, (uint32_t)(lead + used), (uint32_t)lead, (uint32_t)(used - size), slot);
 	if (check_mode())
 		write_tail(ptr, h);
 	return ptr;
@@ -397,6 +409,50 @@ static bool small_resize_newest(struct pf_mhdr *h, void *ptr, struct pf_page *pa
 	return true;
 }
 
+/* ---- compact: slab blocks ---------------------------------------------------------- */
+
+/* A block of the thread's slab heap for 1..PF_SLAB_MAX bytes. NULL/ENOMEM. */
+static inline void *compact_alloc(struct pf_thread *t, size_t size)
+{
+	unsigned cls = pf__slab_class(size);
+	struct pf_slab_heap *heap = &t->slab;
+	if (PF_UNLIKELY(heap->current[cls]->free == NULL) &&
+	    atomic_load_explicit(&route, memory_order_relaxed) == PF_ROUTE_ADAPTIVE)
+		pf__route_check_cap(); /* a page's worth of blocks: pinning may have fallen */
+	return pf__slab_alloc(heap, cls);
+}
+
+static inline bool is_slab(const struct pf_page *head)
+{
+	return (head->flags & PF_PF_SLAB) != 0;
+}
+
+static void compact_free(const char *call, void *ptr, struct pf_page *head, struct pf_thread *t)
+{
+	if (!t) { /* a thread that never allocated: a heap for it, if it can have one */
+		int saved = errno;
+		t = pf__thread();
+		errno = saved;
+	}
+	switch (pf__slab_free(t ? &t->slab : NULL, head, ptr)) {
+	case PF_SLAB_FREED:
+		return;
+	case PF_SLAB_DOUBLE_FREE:
+		die(call, "double free detected", ptr);
+	case PF_SLAB_NOT_A_BLOCK:
+		break;
+	}
+	die(call, "invalid pointer (not the start of a block)", ptr);
+}
+
+/* The block ptr must start (aborts if it does not), and its bytes. */
+static size_t compact_usable(const char *call, void *ptr, const struct pf_page *head)
+{
+	if (PF_UNLIKELY(!pf__slab_is_block(head, ptr)))
+		die(call, "invalid pointer (not the start of a block)", ptr);
+	return pf__slab_block_size(head);
+}
+
 /* ---- medium and large: page runs and chunk runs ------------------------------- */
 
 static unsigned order_for(size_t bytes)
@@ -405,11 +461,12 @@ static unsigned order_for(size_t bytes)
 	return pages <= 1 ? 0 : (unsigned)(64 - __builtin_clzll((unsigned long long)pages - 1));
 }
 
+/* Exactly the pages asked for (aligned as asked): at most 4 KiB more than the request. */
 static void *medium_alloc(size_t size, size_t align)
 {
-	unsigned order = order_for(size > align ? size : align);
+	uint32_t pages = (uint32_t)((size + PF_PAGE_SIZE - 1) >> PF_PAGE_SHIFT);
 	struct pf_thread *t = pf__self;
-	struct pf_page *page = pf__pages_alloc(t ? &t->pcp : NULL, order, PF_GFP_NORESERVE);
+	struct pf_page *page = pf__pages_alloc_exact(pages ? pages : 1, order_for(align));
 	if (!page)
 		return NULL;
 	page->flags |= PF_PF_RUN;
@@ -441,6 +498,8 @@ static size_t run_bytes(const struct pf_page *head)
 {
 	if (head->flags & PF_PF_CHUNKS)
 		return (size_t)pf__chunk_run_length(head) * PF_CHUNK_SIZE;
+	if (head->flags & PF_PF_EXACT)
+		return (size_t)pf__exact_run_pages(head) << PF_PAGE_SHIFT;
 	return (size_t)PF_PAGE_SIZE << head->order;
 }
 
@@ -599,8 +658,20 @@ static void *out_of_memory(void)
 	return NULL;
 }
 
+/* The route of a small request (align 16) from site: page_frag, or compact. */
+static inline bool wants_compact(unsigned r, size_t size, uintptr_t site, uint32_t *slot)
+{
+	if (r == PF_ROUTE_FRAG)
+		return false;
+	if (r == PF_ROUTE_COMPACT)
+		return true;
+	*slot = pf__site_slot(site, pf__slab_class(size));
+	return atomic_load_explicit(&pf__pin_over, memory_order_relaxed) ||
+	       atomic_load_explicit(&pf__site_compact[*slot], memory_order_relaxed);
+}
+
 /* Every allocation but the fast path. fresh (optional) says the memory reads as zero. */
-static void *alloc_slow(size_t size, size_t align, bool *fresh)
+static void *alloc_slow(size_t size, size_t align, bool *fresh, uintptr_t site)
 {
 	int saved = errno;
 	if (size > PTRDIFF_MAX || align > PTRDIFF_MAX)
@@ -613,9 +684,14 @@ static void *alloc_slow(size_t size, size_t align, bool *fresh)
 	bool zero = false;
 	size_t max = small_max();
 	bool small = align <= PF_MIN_ALIGN ? size <= max : align < PF_PAGE_SIZE && size + align <= max;
-	struct pf_thread *t = small ? pf__thread() : NULL;
-	if (t)
-		ptr = small_alloc(t, size, align);
+	bool slab = align <= PF_MIN_ALIGN && size <= PF_SLAB_MAX;
+	struct pf_thread *t = small || slab ? pf__thread() : NULL;
+	uint32_t slot = 0;
+	unsigned r = atomic_load_explicit(&route, memory_order_relaxed);
+	if (t && slab && (!small || (align <= PF_MIN_ALIGN && wants_compact(r, size, site, &slot))))
+		ptr = compact_alloc(t, size);
+	else if (t && small)
+		ptr = small_alloc(t, size, align, slot);
 	else if (size <= PF_CHUNK_SIZE && align <= PF_CHUNK_SIZE)
 		ptr = medium_alloc(size ? size : 1, align);
 	else
@@ -630,16 +706,23 @@ static void *alloc_slow(size_t size, size_t align, bool *fresh)
 	return ptr;
 }
 
-void *pf__malloc(size_t size)
+void *pf__malloc(size_t size, uintptr_t site)
 {
 	struct pf_thread *t = pf__self;
 	if (PF_LIKELY(t != NULL) &&
 	    PF_LIKELY(size < atomic_load_explicit(&fast_below, memory_order_relaxed))) {
-		void *ptr = small_fast(t, size, PF_HDR);
+		unsigned r = atomic_load_explicit(&route, memory_order_relaxed);
+		uint32_t slot = 0;
+		void *ptr;
+		if (size >= atomic_load_explicit(&frag_below, memory_order_relaxed) ||
+		    wants_compact(r, size, site, &slot))
+			ptr = compact_alloc(t, size);
+		else
+			ptr = small_fast(t, size, PF_HDR, slot);
 		if (PF_LIKELY(ptr != NULL))
 			return ptr;
 	}
-	return alloc_slow(size, PF_MIN_ALIGN, NULL);
+	return alloc_slow(size, PF_MIN_ALIGN, NULL, site);
 }
 
 /*
@@ -687,7 +770,9 @@ static __attribute__((noinline)) void free_slow(struct pf_thread *t, void *ptr)
 		return;
 	}
 	struct pf_page *page = block_of("free", ptr);
-	if (PF_UNLIKELY(is_run(page)))
+	if (is_slab(page))
+		compact_free("free", ptr, page, t);
+	else if (PF_UNLIKELY(is_run(page)))
 		run_free("free", ptr, page);
 	else
 		small_free("free", ptr, page, t);
@@ -701,13 +786,13 @@ void pf__free(void *ptr)
 	free_slow(t, ptr);
 }
 
-void *pf__calloc(size_t n, size_t size)
+void *pf__calloc(size_t n, size_t size, uintptr_t site)
 {
 	size_t total;
 	if (__builtin_mul_overflow(n, size, &total))
 		return out_of_memory();
 	bool fresh = false;
-	void *ptr = alloc_slow(total, PF_MIN_ALIGN, &fresh);
+	void *ptr = alloc_slow(total, PF_MIN_ALIGN, &fresh, site);
 	if (ptr && !fresh)
 		memset(ptr, 0, total);
 	return ptr;
@@ -715,6 +800,8 @@ void *pf__calloc(size_t n, size_t size)
 
 static size_t usable_size(void *ptr, struct pf_page *page)
 {
+	if (is_slab(page))
+		return compact_usable("malloc_usable_size", ptr, page);
 	if (is_run(page))
 		return run_bytes(page);
 	return small_visible(small_header("malloc_usable_size", ptr, page));
@@ -737,9 +824,9 @@ size_t pf__malloc_usable_size(void *ptr)
 }
 
 /* Move to a new block: copy, free the old one. NULL/ENOMEM leaves the old one alone. */
-static void *realloc_move(void *ptr, size_t old_size, size_t size, bool free_old)
+static void *realloc_move(void *ptr, size_t old_size, size_t size, bool free_old, uintptr_t site)
 {
-	void *fresh = pf__malloc(size);
+	void *fresh = pf__malloc(size, site);
 	if (!fresh)
 		return NULL;
 	memcpy(fresh, ptr, old_size < size ? old_size : size);
@@ -748,7 +835,7 @@ static void *realloc_move(void *ptr, size_t old_size, size_t size, bool free_old
 	return fresh;
 }
 
-static void *realloc_foreign(void *ptr, size_t size)
+static void *realloc_foreign(void *ptr, size_t size, uintptr_t site)
 {
 	if (libc_block(ptr)) /* it stays libc's */
 		return PF_OTHER(realloc)(ptr, size);
@@ -757,10 +844,10 @@ static void *realloc_foreign(void *ptr, size_t size)
 		foreign_free();
 		return out_of_memory();
 	}
-	return realloc_move(ptr, old, size, false); /* the old block is not ours to free */
+	return realloc_move(ptr, old, size, false, site); /* the old block is not ours to free */
 }
 
-static void *realloc_small(void *ptr, struct pf_page *page, size_t size)
+static void *realloc_small(void *ptr, struct pf_page *page, size_t size, uintptr_t site)
 {
 	struct pf_mhdr *h = small_header("realloc", ptr, page);
 	size_t usable = small_usable(h);
@@ -775,10 +862,19 @@ static void *realloc_small(void *ptr, struct pf_page *page, size_t size)
 			write_tail(ptr, h);
 		return ptr;
 	}
-	return realloc_move(ptr, small_visible(h), size, true);
+	return realloc_move(ptr, small_visible(h), size, true, site);
 }
 
-static void *realloc_run(void *ptr, struct pf_page *head, size_t size)
+/* A slab block keeps its place while the request stays in its class. */
+static void *realloc_compact(void *ptr, struct pf_page *head, size_t size, uintptr_t site)
+{
+	size_t bytes = compact_usable("realloc", ptr, head);
+	if (size <= bytes && pf__slab_class(size) == pf__slab_class(bytes))
+		return ptr;
+	return realloc_move(ptr, bytes, size, true, site);
+}
+
+static void *realloc_run(void *ptr, struct pf_page *head, size_t size, uintptr_t site)
 {
 	if (PF_UNLIKELY(ptr != pf__page_address(head)))
 		die("realloc", "invalid pointer (inside a block, not its start)", ptr);
@@ -792,36 +888,38 @@ static void *realloc_run(void *ptr, struct pf_page *head, size_t size)
 			}
 			errno = saved;
 		}
-	} else if (size <= bytes && (size > bytes / 2 || size > small_max())) {
-		return ptr; /* same order, or as small as a page run gets */
+	} else if (size <= bytes && size > bytes / 2 && size > PF_SLAB_MAX) {
+		return ptr; /* shrunk by less than half, and still too big for a slab class */
 	}
-	return realloc_move(ptr, bytes, size, true);
+	return realloc_move(ptr, bytes, size, true, site);
 }
 
-void *pf__realloc(void *ptr, size_t size)
+void *pf__realloc(void *ptr, size_t size, uintptr_t site)
 {
 	if (!ptr)
-		return pf__malloc(size);
+		return pf__malloc(size, site);
 	if (size == 0) { /* glibc frees and returns NULL */
 		pf__free(ptr);
 		return NULL;
 	}
 	if (!pf__in_arena(ptr))
-		return realloc_foreign(ptr, size);
+		return realloc_foreign(ptr, size, site);
 	if (size > PTRDIFF_MAX)
 		return out_of_memory();
 	struct pf_page *page = block_of("realloc", ptr);
+	if (is_slab(page))
+		return realloc_compact(ptr, page, size, site);
 	if (is_run(page))
-		return realloc_run(ptr, page, size);
-	return realloc_small(ptr, page, size);
+		return realloc_run(ptr, page, size, site);
+	return realloc_small(ptr, page, size, site);
 }
 
-void *pf__reallocarray(void *ptr, size_t n, size_t size)
+void *pf__reallocarray(void *ptr, size_t n, size_t size, uintptr_t site)
 {
 	size_t total;
 	if (__builtin_mul_overflow(n, size, &total))
 		return out_of_memory();
-	return pf__realloc(ptr, total);
+	return pf__realloc(ptr, total, site);
 }
 
 static bool power_of_two(size_t x)
@@ -830,43 +928,43 @@ static bool power_of_two(size_t x)
 }
 
 /* An alignment above 16 (a power of two): the fast path when it fits the current page. */
-static void *aligned_small_first(size_t size, size_t align)
+static void *aligned_small_first(size_t size, size_t align, uintptr_t site)
 {
 	struct pf_thread *t = pf__self;
 	size_t below = atomic_load_explicit(&fast_below, memory_order_relaxed);
 	if (PF_LIKELY(t != NULL) && align < PF_PAGE_SIZE && size < below && size + align < below) {
-		void *ptr = small_fast(t, size, (uint32_t)align);
+		void *ptr = small_fast(t, size, (uint32_t)align, 0);
 		if (PF_LIKELY(ptr != NULL))
 			return ptr;
 	}
-	return alloc_slow(size, align, NULL);
+	return alloc_slow(size, align, NULL, site);
 }
 
 /* glibc's memalign: small alignments are malloc's, others round up to a power of two. */
-void *pf__memalign(size_t align, size_t size)
+void *pf__memalign(size_t align, size_t size, uintptr_t site)
 {
 	if (align <= PF_MIN_ALIGN)
-		return pf__malloc(size);
+		return pf__malloc(size, site);
 	if (align > SIZE_MAX / 2 + 1) {
 		errno = EINVAL;
 		return NULL;
 	}
 	if (!power_of_two(align))
 		align = (size_t)1 << (64 - __builtin_clzll((unsigned long long)align));
-	return aligned_small_first(size, align);
+	return aligned_small_first(size, align, site);
 }
 
-void *pf__aligned_alloc(size_t align, size_t size)
+void *pf__aligned_alloc(size_t align, size_t size, uintptr_t site)
 {
-	return pf__memalign(align, size);
+	return pf__memalign(align, size, site);
 }
 
-int pf__posix_memalign(void **out, size_t align, size_t size)
+int pf__posix_memalign(void **out, size_t align, size_t size, uintptr_t site)
 {
 	if (align % sizeof(void *) != 0 || !power_of_two(align))
 		return EINVAL;
 	int saved = errno;
-	void *ptr = align <= PF_MIN_ALIGN ? pf__malloc(size) : aligned_small_first(size, align);
+	void *ptr = align <= PF_MIN_ALIGN ? pf__malloc(size, site) : aligned_small_first(size, align, site);
 	errno = saved;
 	if (!ptr)
 		return ENOMEM;
@@ -876,7 +974,7 @@ int pf__posix_memalign(void **out, size_t align, size_t size)
 
 void *pf__valloc(size_t size)
 {
-	return alloc_slow(size, PF_PAGE_SIZE, NULL);
+	return alloc_slow(size, PF_PAGE_SIZE, NULL, 0);
 }
 
 void *pf__pvalloc(size_t size)
@@ -884,5 +982,5 @@ void *pf__pvalloc(size_t size)
 	if (size > SIZE_MAX - 2 * PF_PAGE_SIZE)
 		return out_of_memory();
 	size_t rounded = (size + PF_PAGE_SIZE - 1) & ~(size_t)(PF_PAGE_SIZE - 1);
-	return alloc_slow(rounded ? rounded : PF_PAGE_SIZE, PF_PAGE_SIZE, NULL);
+	return alloc_slow(rounded ? rounded : PF_PAGE_SIZE, PF_PAGE_SIZE, NULL, 0);
 }

@@ -108,9 +108,12 @@ static inline PF_UNINSTRUMENTED bool ours(void)
 
 /* ---- the names ------------------------------------------------------------------------ */
 
+/* The call site the adaptive route learns from: whoever called the exported name. */
+#define PF_CALLER ((uintptr_t)__builtin_return_address(0))
+
 PF_EXPORT void *malloc(size_t size)
 {
-	return ours() ? pf__malloc(size) : PF_OTHER(malloc)(size);
+	return ours() ? pf__malloc(size, PF_CALLER) : PF_OTHER(malloc)(size);
 }
 
 PF_EXPORT void free(void *ptr)
@@ -123,18 +126,18 @@ PF_EXPORT void free(void *ptr)
 
 PF_EXPORT void *calloc(size_t n, size_t size)
 {
-	return ours() ? pf__calloc(n, size) : PF_OTHER(calloc)(n, size);
+	return ours() ? pf__calloc(n, size, PF_CALLER) : PF_OTHER(calloc)(n, size);
 }
 
 PF_EXPORT void *realloc(void *ptr, size_t size)
 {
-	return ours() ? pf__realloc(ptr, size) : PF_OTHER(realloc)(ptr, size);
+	return ours() ? pf__realloc(ptr, size, PF_CALLER) : PF_OTHER(realloc)(ptr, size);
 }
 
 PF_EXPORT void *reallocarray(void *ptr, size_t n, size_t size)
 {
 	if (ours())
-		return pf__reallocarray(ptr, n, size);
+		return pf__reallocarray(ptr, n, size, PF_CALLER);
 	size_t total;
 	if (__builtin_mul_overflow(n, size, &total)) {
 		errno = ENOMEM;
@@ -165,7 +168,7 @@ PF_EXPORT void free_aligned_sized(void *ptr, size_t align, size_t size)
 PF_EXPORT int posix_memalign(void **out, size_t align, size_t size)
 {
 	if (ours())
-		return pf__posix_memalign(out, align, size);
+		return pf__posix_memalign(out, align, size, PF_CALLER);
 	if (align % sizeof(void *) != 0 || align == 0 || (align & (align - 1)) != 0)
 		return EINVAL;
 	int saved = errno;
@@ -179,12 +182,12 @@ PF_EXPORT int posix_memalign(void **out, size_t align, size_t size)
 
 PF_EXPORT void *aligned_alloc(size_t align, size_t size)
 {
-	return ours() ? pf__aligned_alloc(align, size) : PF_OTHER(memalign)(align, size);
+	return ours() ? pf__aligned_alloc(align, size, PF_CALLER) : PF_OTHER(memalign)(align, size);
 }
 
 PF_EXPORT void *memalign(size_t align, size_t size)
 {
-	return ours() ? pf__memalign(align, size) : PF_OTHER(memalign)(align, size);
+	return ours() ? pf__memalign(align, size, PF_CALLER) : PF_OTHER(memalign)(align, size);
 }
 
 PF_EXPORT void *valloc(size_t size)

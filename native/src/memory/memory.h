@@ -27,6 +27,8 @@ enum pf_page_state {
 #define PF_PF_RESERVE 1u /* page belongs to the emergency reserve */
 #define PF_PF_RUN 2u     /* malloc front: a page run (the block is one allocation, no header) */
 #define PF_PF_CHUNKS 4u  /* head of a chunk run: whole chunks, count in next */
+#define PF_PF_SLAB 8u    /* head of a slab page (slab layer; descriptor in next/prev) */
+#define PF_PF_EXACT 16u  /* head of an exact page run: a buddy block cut to the pages asked for, count in next */
 
 /* One per 4 KiB page of the arena; 16 bytes. */
 struct pf_page {
@@ -235,6 +237,18 @@ PF_INTERNAL struct pf_page *pf__pages_alloc(struct pf_pcp *pcp, unsigned order, 
  * reserve, chunk runs to the OS); pcp: the freeing thread's lists, or NULL.
  */
 PF_INTERNAL void pf__pages_free(struct pf_pcp *pcp, struct pf_page *head);
+
+/*
+ * A run of exactly n pages (1..512) aligned to 2^align_order pages, holding
+ * one reference, flagged PF_PF_EXACT with n in next: the smallest buddy block
+ * that holds it, the pages past n given back at once (the kernel's
+ * alloc_pages_exact). pf__pages_free gives back the n pages. NULL/ENOMEM.
+ */
+PF_INTERNAL struct pf_page *pf__pages_alloc_exact(uint32_t n, unsigned align_order);
+static inline uint32_t pf__exact_run_pages(const struct pf_page *head)
+{
+	return head->next;
+}
 
 /*
  * A run of n whole chunks (n >= 1) aligned to align, holding one reference,

@@ -182,12 +182,59 @@ struct pf_page *pf__pages_alloc(struct pf_pcp *pcp, unsigned order, unsigned gfp
 	return page;
 }
 
+/* Give pages [index, index + n) back as the largest aligned buddy blocks (caller holds pf__page_lock). */
+static void put_range_locked(uint32_t index, uint32_t n)
+{
+	while (n) {
+		unsigned order = (unsigned)__builtin_ctz(index | (1u << PF_MAX_ORDER));
+		while ((1u << order) > n)
+			order--;
+		pf__zone_put(&zone, index, order);
+		index += 1u << order;
+		n -= 1u << order;
+	}
+}
+
+struct pf_page *pf__pages_alloc_exact(uint32_t n, unsigned align_order)
+{
+	unsigned order = n <= 1 ? 0 : (unsigned)(32 - __builtin_clz(n - 1));
+	if (order < align_order)
+		order = align_order;
+	if (n == 0 || order > PF_MAX_ORDER) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	pthread_mutex_lock(&pf__page_lock);
+	uint32_t index = buddy_take(order, true);
+	struct pf_page *head = NULL;
+	if (index != PF_NIL) {
+		head = pf__zone_mark(&zone, index, order, PF_PS_IN_USE);
+		if (n < (1u << order))
+			put_range_locked(index + n, (1u << order) - n);
+		head->flags = PF_PF_EXACT;
+		head->next = n;
+	}
+	pthread_mutex_unlock(&pf__page_lock);
+	if (!head)
+		errno = ENOMEM;
+	return head;
+}
+
 static void chunks_free(struct pf_page *head);
 
 void pf__pages_free(struct pf_pcp *pcp, struct pf_page *head)
 {
 	if (PF_UNLIKELY(head->flags & PF_PF_CHUNKS)) {
 		chunks_free(head);
+		return;
+	}
+	if (head->flags & PF_PF_EXACT) {
+		uint32_t n = pf__exact_run_pages(head);
+		pthread_mutex_lock(&pf__page_lock);
+		head->flags = 0;
+		put_range_locked(pf__page_number(head), n);
+		release_empty_chunks_locked(NULL);
+		pthread_mutex_unlock(&pf__page_lock);
 		return;
 	}
 	if (head->flags & PF_PF_RESERVE) {

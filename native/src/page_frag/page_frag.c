@@ -30,6 +30,46 @@
 
 static _Atomic(const struct pf_page_source *) sources[PF_SOURCE_COUNT];
 
+_Atomic uint32_t pf__frag_clock;
+_Atomic int64_t pf__frag_pinned_bytes;
+
+static int64_t page_bytes(const struct pf_page *page)
+{
+	return (int64_t)PF_PAGE_SIZE << page->order;
+}
+
+static void set_stamp(struct pf_page *page, uint32_t stamp)
+{
+	__atomic_store_n(&page->next, stamp, __ATOMIC_RELAXED);
+}
+
+/* The bias went back with fragments out: the page is pinned by them from now on. */
+static void pinned(struct pf_page *page)
+{
+	if (!pf__private_page(page))
+		return;
+	set_stamp(page, atomic_load_explicit(&pf__frag_clock, memory_order_relaxed) | PF_FRAG_STAMP_BIT);
+	atomic_fetch_add_explicit(&pf__frag_pinned_bytes, page_bytes(page), memory_order_relaxed);
+}
+
+/* A fragment free released the page: a frag page (not a run) was pinned until now. */
+static void unpinned(struct pf_page *page)
+{
+	if (pf__private_page(page) && !(page->flags & (PF_PF_RUN | PF_PF_CHUNKS | PF_PF_EXACT | PF_PF_SLAB)))
+		atomic_fetch_sub_explicit(&pf__frag_pinned_bytes, page_bytes(page), memory_order_relaxed);
+}
+
+bool pf__frag_get(struct pf_page *head)
+{
+	int32_t old = atomic_load_explicit(&head->refcount, memory_order_relaxed);
+	do {
+		if (old <= 0)
+			return false;
+	} while (!atomic_compare_exchange_weak_explicit(&head->refcount, &old, old + 1,
+							memory_order_acquire, memory_order_relaxed));
+	return true;
+}
+
 void pf__frag_set_source(enum pf_page_source_id id, const struct pf_page_source *source)
 {
 	atomic_store_explicit(&sources[id], source, memory_order_release);
@@ -117,6 +157,10 @@ static bool refill(struct pf_cache *cache, uint32_t need)
 	/* The allocator's reference plus MAX more: an add, as others may hold one. */
 	atomic_fetch_add_explicit(&page->refcount, PF_FRAG_PAGE_SIZE, memory_order_relaxed);
 	set_held(page, true);
+	if (pf__private_page(page)) {
+		set_stamp(page, 0);
+		atomic_fetch_add_explicit(&pf__frag_clock, 1, memory_order_relaxed);
+	}
 	cache->page = page;
 	cache->va = source(cache->source)->address(cache->source_arg, page);
 	cache->size = PF_PAGE_SIZE << page->order;
@@ -134,6 +178,7 @@ static bool recycle_in_place(struct pf_cache *cache, uint32_t need)
 {
 	if (!release_bias(cache)) {
 		frag_count(cache, PF_CTR_ABANDONS); /* outstanding fragments keep it alive */
+		pinned(cache->page);
 		pf__frag_forget_page(cache);
 		return false;
 	}
@@ -191,6 +236,8 @@ void pf__frag_drain(struct pf_cache *cache)
 		return;
 	if (release_bias(cache))
 		release_block(cache->page);
+	else
+		pinned(cache->page);
 	pf__frag_forget_page(cache);
 	frag_count(cache, PF_CTR_DRAINS);
 }
@@ -201,6 +248,7 @@ int pf__frag_put(struct pf_page *head)
 	if (PF_LIKELY(old > 1))
 		return 0;
 	if (old == 1) {
+		unpinned(head);
 		release_block(head);
 		return 0;
 	}
@@ -224,6 +272,7 @@ static bool put_flush(struct pf_put_batch *batch)
 	if (PF_LIKELY(old > n))
 		return false;
 	if (old == n) {
+		unpinned(page);
 		release_block(page);
 		return true;
 	}

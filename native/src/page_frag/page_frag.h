@@ -36,6 +36,33 @@ struct pf_page_source {
 	void (*busy)(struct pf_cache *cache, bool busy);
 };
 
+/*
+ * The pinning clock (private pages only). A cache that gives its bias back
+ * while fragments are still out abandons the page to them: the page is
+ * pinned until its last fragment is freed. pf__frag_pinned_bytes counts the
+ * pages pinned now; pf__frag_clock counts refills, and a pinned page's head
+ * remembers the clock when it was abandoned (in next, otherwise unused by
+ * frag pages), so the layers above can tell pages that stay pinned long (a
+ * straggler holds them) from pages about to drain (a ring in flight).
+ */
+PF_INTERNAL extern _Atomic uint32_t pf__frag_clock;
+PF_INTERNAL extern _Atomic int64_t pf__frag_pinned_bytes;
+#define PF_FRAG_STAMP_BIT 0x80000000u /* set in every abandonment stamp: never 0 */
+/* The page's abandonment stamp, 0 if it never was: read with a reference held (pf__frag_get). */
+static inline uint32_t pf__frag_abandoned_at(const struct pf_page *head)
+{
+	return __atomic_load_n(&head->next, __ATOMIC_RELAXED);
+}
+/* Take a reference to a page that still has one (the kernel's get_page_unless_zero). */
+PF_INTERNAL bool pf__frag_get(struct pf_page *head);
+/* An abandoned page a thread watches: is it still pinned when the clock has moved on? */
+struct pf_pin_watch {
+	struct pf_page *page;
+	uint32_t stamp; /* its abandonment stamp */
+	uint32_t fill;  /* bytes of it handed out */
+};
+#define PF_PIN_WATCH 8
+
 /* Register the source for an id; before any cache of that id exists. */
 PF_INTERNAL void pf__frag_set_source(enum pf_page_source_id id, const struct pf_page_source *source);
 

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0-only */
 /*
- * Layer 5, shared arenas (pyfrag_shared.h): one named file mapped at the same
+ * Layer 6, shared arenas (pyfrag_shared.h): one named file mapped at the same
  * address in every process, with its own buddy zone, process table and
  * cache slots; page_frag runs over it as the shared page source. Includes
  * only thread/thread.h (and the public pyfrag_shared.h).

@@ -29,7 +29,9 @@ const struct pf_option_row pf__option_rows[] = {
 };
 _Static_assert(sizeof(pf__option_rows) / sizeof(pf__option_rows[0]) == PF_OPTION_COUNT, "option count");
 
-static const char *const hugepage_modes[] = { "auto", "hugetlb", "thp", "off" };
+/* The words of the options whose values are words, in enum order (0, 1, ...). */
+static const char *const hugepage_modes[] = { "auto", "hugetlb", "thp", "off", NULL };
+static const char *const route_modes[] = { "adaptive", "frag", "compact", NULL };
 
 static char lower(char c)
 {
@@ -90,10 +92,11 @@ bool pf__option_parse(const struct pf_option_row *row, const char *text, long lo
 {
 	if (row->kind == PF_OPT_BOOL)
 		return parse_bool(text, out);
-	if (row->kind != PF_OPT_HUGEPAGES)
+	if (row->kind != PF_OPT_HUGEPAGES && row->kind != PF_OPT_ROUTE)
 		return parse_number(text, row->kind, out);
-	for (size_t i = 0; i < sizeof(hugepage_modes) / sizeof(hugepage_modes[0]); i++) {
-		if (same_word(hugepage_modes[i], text)) {
+	const char *const *words = row->kind == PF_OPT_ROUTE ? route_modes : hugepage_modes;
+	for (size_t i = 0; words[i]; i++) {
+		if (same_word(words[i], text)) {
 			*out = (long long)i;
 			return true;
 		}

@@ -42,6 +42,7 @@ _Static_assert((PF_CHUNK_PAGES << PF_PAGE_SHIFT) == PF_CHUNK_SIZE, "chunk is ord
 /* ---- options and the environment (options.c) ------------------------------ */
 
 enum pf_hugepages_mode { PF_HP_AUTO, PF_HP_HUGETLB, PF_HP_THP, PF_HP_OFF };
+enum pf_route_mode { PF_ROUTE_ADAPTIVE, PF_ROUTE_FRAG, PF_ROUTE_COMPACT };
 
 /* X(field, env name, default text, kind, fixed at init, meaning) */
 #define PF_OPTIONS(X)                                                                          \
@@ -64,12 +65,22 @@ enum pf_hugepages_mode { PF_HP_AUTO, PF_HP_HUGETLB, PF_HP_THP, PF_HP_OFF };
 	X(frag_order, "PYFRAG_FRAG_ORDER", "3", PF_OPT_COUNT, false,                               \
 	  "order of the frag pages caches refill with: 3 (32 KiB, the kernel's) down to 0 (4 KiB); " \
 	  "smaller pins less memory per live fragment but refills more often")                     \
+	X(route, "PYFRAG_ROUTE", "adaptive", PF_OPT_ROUTE, false,                                  \
+	  "malloc front, small requests: adaptive (page_frag, except call sites whose blocks pin "  \
+	  "frag pages, and everything while too much is pinned), frag (all page_frag) or compact " \
+	  "(all size-class slab pages)")                                                          \
+	X(pin_max, "PYFRAG_PIN_MAX", "4M", PF_OPT_SIZE, false,                                     \
+	  "adaptive route: bytes of used-up frag pages still held by live blocks beyond which new " \
+	  "small requests take the compact route until it falls below three quarters of it")     \
+	X(pin_age, "PYFRAG_PIN_AGE", "64", PF_OPT_COUNT, false,                                    \
+	  "adaptive route: refills after which a used-up frag page still held by live blocks "     \
+	  "counts against the call sites of those blocks")                                        \
 	X(check, "PYFRAG_CHECK", "0", PF_OPT_BOOL, true,                                           \
 	  "malloc front: stronger checks (header canaries, tail canaries, freed-memory poison)")  \
 	X(stats, "PYFRAG_STATS", "0", PF_OPT_BOOL, false,                                          \
 	  "print a statistics summary on stderr at exit (when preloaded)")
 
-enum pf_option_kind { PF_OPT_COUNT, PF_OPT_SIZE, PF_OPT_HUGEPAGES, PF_OPT_BOOL };
+enum pf_option_kind { PF_OPT_COUNT, PF_OPT_SIZE, PF_OPT_HUGEPAGES, PF_OPT_BOOL, PF_OPT_ROUTE };
 
 /* PYFRAG_ARENA's range: two chunks (the reserve's and one), and what 32-bit page numbers reach. */
 #define PF_ARENA_MIN_BYTES ((size_t)2 << 21)

@@ -119,6 +119,7 @@ int pf__thread_init(void)
 		return -1;
 	}
 	pf__frag_set_source(PF_SOURCE_PRIVATE, &private_source);
+	pf__slab_init();
 	return 0;
 }
 
@@ -133,6 +134,7 @@ struct pf_thread *pf__thread_setup(void)
 		pf__frag_cache_init(&t->spare, PF_SOURCE_PRIVATE, NULL);
 		for (int slot = 0; slot < PF_PCP_ORDERS; slot++)
 			t->pcp.head[slot] = PF_NIL;
+		pf__slab_heap_init(&t->slab, &t->pcp);
 		pf__cache_register(&t->cache);
 		t->next_live = pf__live_threads;
 		if (pf__live_threads)
@@ -148,8 +150,12 @@ struct pf_thread *pf__thread_setup(void)
 	return t;
 }
 
-/* Take a thread state off the registry, keeping its counts (caller holds pf__meta_lock). */
-static void thread_unregister(struct pf_thread *t)
+/*
+ * Take a thread state off the registry, keeping its counts (caller holds
+ * pf__meta_lock). reuse: its memory may serve another thread; not so for a
+ * state fork left behind, whose slab pages still name it as their owner.
+ */
+static void thread_unregister(struct pf_thread *t, bool reuse)
 {
 	pf__cache_unregister(&t->cache);
 	if (t->prev_live)
@@ -164,7 +170,8 @@ static void thread_unregister(struct pf_thread *t)
 		  atomic_load_explicit(&t->malloc_small, memory_order_relaxed));
 	pf__count(PF_CTR_RETIRED_MALLOC_MEDIUM,
 		  atomic_load_explicit(&t->malloc_medium, memory_order_relaxed));
-	pf__pool_put(&thread_pool, t);
+	if (reuse)
+		pf__pool_put(&thread_pool, t);
 }
 
 void pf__thread_give_back(struct pf_thread *t)
@@ -183,9 +190,11 @@ void pf__thread_teardown(void)
 	if (!t)
 		return;
 	pf__thread_give_back(t);
+	pf__slab_heap_abandon(&t->slab);
+	pf__pcp_flush(&t->pcp); /* what the abandon gave back */
 	pf__self = NULL;
 	pthread_mutex_lock(&pf__meta_lock);
-	thread_unregister(t);
+	thread_unregister(t, true);
 	pthread_mutex_unlock(&pf__meta_lock);
 }
 
@@ -193,8 +202,8 @@ void pf__thread_teardown(void)
  * In a fork child only the forking thread exists. The others' states are
  * taken off the registry but not drained: fork may have caught one in the
  * middle of its lock-free fast path, so its cache and page lists cannot be
- * trusted; their pages (one frag page and the page lists per thread) stay
- * out of use in the child.
+ * trusted; their pages (one frag page and the page lists per thread, their
+ * slab pages) stay out of use in the child, and so do the states themselves.
  */
 void pf__thread_forget_others(void)
 {
@@ -203,7 +212,7 @@ void pf__thread_forget_others(void)
 	while (t) {
 		struct pf_thread *next = t->next_live;
 		if (t != pf__self)
-			thread_unregister(t);
+			thread_unregister(t, false);
 		t = next;
 	}
 	pthread_mutex_unlock(&pf__meta_lock);

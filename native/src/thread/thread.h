@@ -1,16 +1,16 @@
 /* SPDX-License-Identifier: GPL-2.0-only */
 /*
- * Layer 4, threads: per-thread state (the default cache, the page lists, the
+ * Layer 5, threads: per-thread state (the default cache, the page lists, the
  * reference batch, counters) found through one initial-exec TLS pointer,
  * torn down at thread exit with hooks for the layers above, the registry of
  * live caches and threads, and the private page source page_frag refills
  * from (through the calling thread's page lists). Includes only
- * page_frag/page_frag.h.
+ * slab/slab.h.
  */
 #ifndef PF_THREAD_H
 #define PF_THREAD_H
 
-#include "page_frag/page_frag.h"
+#include "slab/slab.h"
 
 struct pf_thread {
 	struct pf_cache cache; /* the default cache */
@@ -26,6 +26,10 @@ struct pf_thread {
 	struct pf_cache *shared_cache[PF_SHARED_LOCAL_MAX];
 	uint32_t shared_gen[PF_SHARED_LOCAL_MAX];
 	struct pf_put_batch put; /* frees of other threads' fragments, batched */
+	struct pf_slab_heap slab; /* malloc front: the compact route's pages */
+	/* malloc front, adaptive route: abandoned frag pages to look at again later (a ring) */
+	struct pf_pin_watch pin_watch[PF_PIN_WATCH];
+	uint32_t pin_watch_first, pin_watch_count;
 	pf_local_counter frees; /* frees that dropped a page reference (bias frees: the cache counts) */
 	pf_local_counter malloc_small;  /* malloc front, page_frag route */
 	pf_local_counter malloc_medium; /* malloc front, page runs */

@@ -1,0 +1,128 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/*
+ * Layer 4, slab: the compact small-object route beside page_frag (the
+ * kernel's answer to page_frag pinning: small objects from slab). Blocks of
+ * one size class per slab page (a buddy block of order 0..6 from the page
+ * allocator, head flagged PF_PF_SLAB), a free list per page so a freed block
+ * is reused at once, no per-block header: the size comes from the page.
+ *
+ * Each thread owns a heap (one current page and a list of further pages per
+ * class). The owner allocates and frees with no atomic operation; another
+ * thread's free goes onto the page's own atomic list, which the owner takes
+ * over when its free list runs dry (the design mimalloc uses). When the
+ * owner exits, its pages are abandoned: live blocks keep them, the last
+ * free of each gives it back. Includes only page_frag/page_frag.h.
+ */
+#ifndef PF_SLAB_H
+#define PF_SLAB_H
+
+#include "page_frag/page_frag.h"
+
+#define PF_SLAB_CLASSES 60
+#define PF_SLAB_MAX 32768u /* the largest class */
+
+struct pf_slab_heap;
+
+/* One slab page's descriptor (from a pool; found through the head page's next/prev). */
+struct pf_slab {
+	void *free;          /* the owner's free list, linked through each block's first word */
+	uint32_t used;       /* blocks out, as the owner knows it (remote frees not yet taken count) */
+	/* blocks handed out at least once; the rest is untouched (read by other threads' frees) */
+	_Atomic uint32_t carved;
+	uint32_t capacity;
+	uint32_t block_size;
+	uintptr_t base;
+	struct pf_page *page;
+	_Atomic(struct pf_slab_heap *) heap; /* owner; NULL once abandoned */
+	/* frees by other threads (tag bit 1: abandoned, frees count down abandoned_live) */
+	_Atomic uintptr_t remote;
+	_Atomic int64_t abandoned_live;
+	struct pf_slab *next, *prev; /* the owner's list of this class's other pages */
+	uint8_t cls;
+};
+
+struct pf_slab_heap {
+	struct pf_slab *current[PF_SLAB_CLASSES]; /* never NULL: an empty sentinel until the first page */
+	struct pf_slab *pages[PF_SLAB_CLASSES];   /* other pages; those with free blocks first */
+	/* classes whose pages got a first remote free since the owner last looked (a hint) */
+	_Atomic uint64_t remote_classes;
+	struct pf_pcp *pcp; /* the owner thread's page lists */
+	pf_local_counter allocs[PF_SLAB_CLASSES];
+	pf_local_counter frees[PF_SLAB_CLASSES]; /* frees taken back by the owner, remote ones included */
+};
+
+/* Size classes: 16-byte steps to 128, four per doubling to 1 KiB, eight per doubling to 32 KiB. */
+PF_INTERNAL extern const uint8_t pf__slab_class_small[65]; /* (size + 15) / 16 -> class, up to 1024 */
+PF_INTERNAL extern uint32_t pf__slab_class_size[PF_SLAB_CLASSES];
+
+/* The class of a request of 1..PF_SLAB_MAX bytes (0 is taken as 1). */
+static inline unsigned pf__slab_class(size_t size)
+{
+	if (PF_LIKELY(size <= 1024))
+		return pf__slab_class_small[(size + 15) >> 4];
+	size_t s = size - 1;
+	unsigned bit = 63u - (unsigned)__builtin_clzll((unsigned long long)s);
+	return 20u + (bit - 10u) * 8u + (unsigned)((s >> (bit - 3u)) & 7u);
+}
+
+/* A heap for the calling thread (zeroed memory in): sentinels, the page lists to take pages from. */
+PF_INTERNAL void pf__slab_heap_init(struct pf_slab_heap *heap, struct pf_pcp *pcp);
+/* The thread is going: every page is abandoned to its live blocks (or freed if none). */
+PF_INTERNAL void pf__slab_heap_abandon(struct pf_slab_heap *heap);
+/* Once, at library init. */
+PF_INTERNAL void pf__slab_init(void);
+
+/* Everything but a pop from the current page's free list. NULL/ENOMEM. */
+PF_INTERNAL void *pf__slab_alloc_slow(struct pf_slab_heap *heap, unsigned cls);
+
+/* The fast path: the current page's free list. */
+static inline void *pf__slab_alloc(struct pf_slab_heap *heap, unsigned cls)
+{
+	struct pf_slab *s = heap->current[cls];
+	void **block = s->free;
+	if (PF_UNLIKELY(block == NULL))
+		return pf__slab_alloc_slow(heap, cls);
+	s->free = block[0];
+	block[1] = NULL; /* the freed mark (see pf__slab_free) */
+	s->used++;
+	pf__local_inc(&heap->allocs[cls]);
+	return block;
+}
+
+static inline struct pf_slab *pf__slab_of(const struct pf_page *head)
+{
+	return (struct pf_slab *)(((uintptr_t)head->prev << 32) | head->next);
+}
+
+enum pf_slab_free_result { PF_SLAB_FREED, PF_SLAB_NOT_A_BLOCK, PF_SLAB_DOUBLE_FREE };
+
+/*
+ * Free ptr, inside the slab page at head, from any thread: self is the
+ * calling thread's heap, or NULL for a thread without one. A pointer that is
+ * not the start of a block handed out, or a block already free, is refused
+ * and nothing changes.
+ */
+PF_INTERNAL enum pf_slab_free_result pf__slab_free(struct pf_slab_heap *self, struct pf_page *head,
+						   void *ptr);
+
+/* Bytes of the block ptr is in (the class size). */
+static inline size_t pf__slab_block_size(const struct pf_page *head)
+{
+	return pf__slab_of(head)->block_size;
+}
+/* Is ptr the start of a block of this slab page that was handed out? */
+PF_INTERNAL bool pf__slab_is_block(const struct pf_page *head, const void *ptr);
+
+/* Process-wide figures, for stats. */
+struct pf_slab_counts {
+	uint64_t pages;      /* slab pages held (each a buddy block) */
+	uint64_t page_bytes; /* their bytes */
+	uint64_t abandoned;  /* of those, pages of exited threads kept by live blocks */
+	uint64_t retired_allocs, retired_frees_bytes, retired_allocs_bytes, retired_frees;
+};
+PF_INTERNAL void pf__slab_counts_get(struct pf_slab_counts *out);
+/* Allocations and live bytes of one heap (a snapshot, read from any thread). */
+PF_INTERNAL void pf__slab_heap_sums(const struct pf_slab_heap *heap, uint64_t *allocs,
+				    uint64_t *live_bytes);
+
+#endif /* PF_SLAB_H */
