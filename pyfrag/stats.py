@@ -56,6 +56,17 @@ class Stats:
     malloc_small: int
     malloc_medium: int
     malloc_large: int
+    malloc_compact: int
+    compact_live_bytes: int
+    compact_pages: int
+    compact_page_bytes: int
+    compact_abandoned_pages: int
+    frag_pinned_bytes: int
+    sites_compact: int
+    site_moves_to_compact: int
+    site_moves_to_frag: int
+    pinned_pages_seen: int
+    pin_cap_engaged: int
     foreign_frees: int
     libc_allocs: int
     libc_frees: int

@@ -31,6 +31,8 @@ from pyfrag._native import loader
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # the build mode whose native programs the tests run (CI also runs asan and tsan)
 MODE = os.environ.get("PYFRAG_TEST_MODE", "release")
+# The malloc front's route the preload suites run on (empty: the library's default, adaptive).
+ROUTE = os.environ.get("PYFRAG_TEST_ROUTE", "")
 
 
 # SCons from the interpreter running the tests (the venv the README installs it

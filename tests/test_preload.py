@@ -29,13 +29,15 @@ import textwrap
 
 import pytest
 
-from conftest import REPO_ROOT, run_cli, run_python, scons_build
+from conftest import REPO_ROOT, ROUTE, run_cli, run_python, scons_build
 from pyfrag import preload
 
 ROOT = pathlib.Path(REPO_ROOT)
 PYTHON = os.path.realpath(sys.executable)
 STATS_HEADER = re.compile(r"^pyfrag stats \((?P<prog>[^,]*), pid \d+\):$")
-SMALL_ALLOCS = re.compile(r"allocations\s+small \(page_frag\) (\d+), medium \(page runs\) (\d+)")
+SUMMARY_LINES = 6  # after its header: allocations, routes, frees, frag pages, chunks, memory
+SMALL_ALLOCS = re.compile(r"allocations\s+small \(page_frag\) (\d+), compact \(slab\) (\d+), "
+                          r"medium \(page runs\) (\d+)")
 
 
 @pytest.fixture(scope="session")
@@ -54,7 +56,11 @@ def plain_env(**extra) -> dict:
 
 def pyfrag_env(library: str | None = None, **options) -> dict:
     """The environment of a preloaded run (sanitizer runtimes kept after pyfrag): of the
-    library under test, or of `library` (the fault_library fixture's) in its place."""
+    library under test, or of `library` (the fault_library fixture's) in its place. The
+    malloc front's route is PYFRAG_TEST_ROUTE's (CI runs these suites on each route)
+    unless the test names one."""
+    if ROUTE:
+        options.setdefault("route", ROUTE)
     base = {k: v for k, v in os.environ.items() if not k.startswith("PYFRAG_") or k == "PYFRAG_LIBRARY"}
     env = preload.preload_env(base, **options)
     if library is not None:
@@ -65,7 +71,8 @@ def pyfrag_env(library: str | None = None, **options) -> dict:
 
 
 def split_stats(stderr: str):
-    """(the program's own stderr, [(program, small allocs, medium allocs)]) from a PYFRAG_STATS run."""
+    """(the program's own stderr, [(program, small allocs, medium allocs)]) from a PYFRAG_STATS run;
+    small counts both small routes (page_frag and compact)."""
     own, blocks = [], []
     lines = iter(stderr.splitlines(keepends=True))
     for line in lines:
@@ -73,10 +80,11 @@ def split_stats(stderr: str):
         if not header:
             own.append(line)
             continue
-        body = "".join(next(lines, "") for _ in range(5))
+        body = "".join(next(lines, "") for _ in range(SUMMARY_LINES))
         counts = SMALL_ALLOCS.search(body)
         assert counts, body
-        blocks.append((header.group("prog"), int(counts.group(1)), int(counts.group(2))))
+        blocks.append((header.group("prog"), int(counts.group(1)) + int(counts.group(2)),
+                       int(counts.group(3))))
     return "".join(own), blocks
 
 

@@ -250,7 +250,7 @@ PF_API const char *pf_option_doc(size_t index);
 
 /* ---- statistics ------------------------------------------------------- */
 
-#define PF_STATS_VERSION 3
+#define PF_STATS_VERSION 4
 
 /* X(name, doc): one row per counter; the struct, its names and docs all come from here. */
 #define PF_STATS_FIELDS(X)                                                              \
@@ -283,6 +283,17 @@ PF_API const char *pf_option_doc(size_t index);
 	X(malloc_small, "malloc-front allocations served by a page_frag cache")         \
 	X(malloc_medium, "malloc-front allocations served by a page run")               \
 	X(malloc_large, "malloc-front allocations served by a run of whole chunks")     \
+	X(malloc_compact, "malloc-front allocations served by the compact route (slab pages)") \
+	X(compact_live_bytes, "bytes of compact-route blocks in use now (class sizes)") \
+	X(compact_pages, "slab pages the compact route holds now")                       \
+	X(compact_page_bytes, "bytes of those pages")                                   \
+	X(compact_abandoned_pages, "of those, pages of exited threads kept by live blocks") \
+	X(frag_pinned_bytes, "bytes of used-up frag pages their caches let go, still held by live fragments") \
+	X(sites_compact, "call sites the adaptive route sends to the compact route now") \
+	X(site_moves_to_compact, "moves of a call site to the compact route (its blocks pinned frag pages)") \
+	X(site_moves_to_frag, "moves of a call site back to page_frag (its score decayed)") \
+	X(pinned_pages_seen, "watched frag pages still pinned when looked at again")    \
+	X(pin_cap_engaged, "times PYFRAG_PIN_MAX sent every small request to the compact route") \
 	X(foreign_frees, "frees of pointers outside the arena, ignored")                 \
 	X(libc_allocs, "malloc-front requests pyfrag could not serve, handed to libc (degraded)") \
 	X(libc_frees, "frees of those blocks, handed back to libc")                     \

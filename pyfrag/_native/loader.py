@@ -26,7 +26,7 @@ from . import signatures
 from .errors import LibraryError
 
 ABI_VERSION = 2
-STATS_VERSION = 3
+STATS_VERSION = 4
 LIBRARY_NAME = "libpyfrag.so"
 ENV_LIBRARY = "PYFRAG_LIBRARY"
 

@@ -240,6 +240,19 @@ static int refuse_local_free(void)
 	return -1;
 }
 
+/* A malloc-front block (slab page, page or chunk run) is no fragment: dropping a page reference would free blocks still in use. */
+static bool malloc_block(const struct pf_page *head)
+{
+	return (head->flags & (PF_PF_SLAB | PF_PF_RUN | PF_PF_CHUNKS | PF_PF_EXACT)) != 0;
+}
+
+static int refuse_malloc_block(void)
+{
+	pf__count(PF_CTR_INVALID_FREES, 1);
+	pf__fail(EINVAL, "not a fragment: a block from the malloc front (free it with free())");
+	return -1;
+}
+
 static int free_page_ref(struct pf_thread *t, struct pf_page *head)
 {
 	if ((t ? pf__frag_put_batched(&t->put, head) : pf__frag_put(head)) != 0)
@@ -261,6 +274,8 @@ static int free_any(void *addr)
 	struct pf_page *head = pf__head_page(addr);
 	if (PF_UNLIKELY(!head))
 		return foreign_free(addr);
+	if (PF_UNLIKELY(malloc_block(head)))
+		return refuse_malloc_block();
 	/* state for the page lists the freed page may land on */
 	struct pf_thread *t = pf__api_thread();
 	if (t && t->cache.page == head && PF_UNLIKELY(bogus_local_free(&t->cache, addr)))
@@ -290,6 +305,8 @@ static __attribute__((noinline)) int cache_free_slow(pf_cache_t *cache, void *fr
 	struct pf_page *head = pf__head_page(frag);
 	if (PF_UNLIKELY(!head))
 		return foreign_free(frag);
+	if (PF_UNLIKELY(malloc_block(head)))
+		return refuse_malloc_block();
 	struct pf_thread *t = pf__api_thread();
 	if (cache->owner == pf_thread_id()) {
 		if (cache->page == head && PF_UNLIKELY(bogus_local_free(cache, frag)))

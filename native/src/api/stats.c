@@ -46,6 +46,10 @@ static void sum_live(pf_stats_t *s, uint64_t *pcp_pages)
 		s->frees += relaxed(&t->frees);
 		s->malloc_small += relaxed(&t->malloc_small);
 		s->malloc_medium += relaxed(&t->malloc_medium);
+		uint64_t allocs, live;
+		pf__slab_heap_sums(&t->slab, &allocs, &live);
+		s->malloc_compact += allocs;
+		s->compact_live_bytes += live;
 		*pcp_pages += pf__pcp_pages(&t->pcp);
 	}
 	s->caches = pf__live_cache_count;
@@ -84,6 +88,20 @@ static void snapshot(pf_stats_t *s)
 	s->foreign_frees = counter(PF_CTR_FOREIGN_FREES);
 	s->libc_allocs = counter(PF_CTR_LIBC_ALLOCS);
 	s->libc_frees = counter(PF_CTR_LIBC_FREES);
+	struct pf_slab_counts slab;
+	pf__slab_counts_get(&slab);
+	s->malloc_compact += slab.retired_allocs;
+	s->compact_live_bytes += slab.retired_allocs_bytes - slab.retired_frees_bytes;
+	s->compact_pages = slab.pages;
+	s->compact_page_bytes = slab.page_bytes;
+	s->compact_abandoned_pages = slab.abandoned;
+	int64_t pinned = atomic_load_explicit(&pf__frag_pinned_bytes, memory_order_relaxed);
+	s->frag_pinned_bytes = pinned > 0 ? (uint64_t)pinned : 0;
+	s->site_moves_to_compact = counter(PF_CTR_SITES_TO_COMPACT);
+	s->site_moves_to_frag = counter(PF_CTR_SITES_TO_FRAG);
+	s->sites_compact = s->site_moves_to_compact - s->site_moves_to_frag;
+	s->pinned_pages_seen = counter(PF_CTR_PINNED_SEEN);
+	s->pin_cap_engaged = counter(PF_CTR_PIN_CAP_ENGAGED);
 
 	struct pf_page_counts pages;
 	pthread_mutex_lock(&pf__page_lock);
@@ -164,6 +182,7 @@ void pf__stats_print(int fd)
 	add_number(&l, ", pid ", (uint64_t)getpid());
 	add(&l, "):\n  allocations  ");
 	add_number(&l, "small (page_frag) ", s.malloc_small);
+	add_number(&l, ", compact (slab) ", s.malloc_compact);
 	add_number(&l, ", medium (page runs) ", s.malloc_medium);
 	add_number(&l, ", large (chunk runs) ", s.malloc_large);
 	add_number(&l, ", failed ", s.alloc_failures);
@@ -173,6 +192,16 @@ void pf__stats_print(int fd)
 	add_number(&l, ", on the owner's bias ", s.bias_frees);
 	add_number(&l, ", foreign (ignored) ", s.foreign_frees);
 	add_number(&l, ", invalid ", s.invalid_frees);
+	add(&l, "\n  routes       ");
+	add_number(&l, "compact live bytes ", s.compact_live_bytes);
+	add_number(&l, ", slab pages ", s.compact_pages);
+	add_number(&l, ", slab page bytes ", s.compact_page_bytes);
+	add_number(&l, ", abandoned slab pages ", s.compact_abandoned_pages);
+	add_number(&l, "; frag pinned bytes ", s.frag_pinned_bytes);
+	add_number(&l, "; sites on compact ", s.sites_compact);
+	add_number(&l, ", site moves to compact ", s.site_moves_to_compact);
+	add_number(&l, ", site moves back ", s.site_moves_to_frag);
+	add_number(&l, ", pin cap engaged ", s.pin_cap_engaged);
 	add(&l, "\n  frag pages   ");
 	add_number(&l, "refills ", s.refills);
 	add_number(&l, ", in-place recycles ", s.recycles);

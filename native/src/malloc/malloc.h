@@ -68,14 +68,6 @@ PF_INTERNAL void pf__route_tick(struct pf_thread *t);
 /* Re-read the pinning cap (the compact route's slow path, where frag refills are rare). */
 PF_INTERNAL void pf__route_check_cap(void);
 
-struct pf_route_counts {
-	uint64_t sites_compact;  /* call sites on the compact route now */
-	uint64_t to_compact;     /* moves of a site to the compact route */
-	uint64_t to_frag;        /* moves back */
-	uint64_t pinned_checks;  /* watched pages still pinned when looked at again */
-	uint64_t cap_engaged;    /* times the pinning cap sent everything to compact */
-};
-PF_INTERNAL void pf__route_counts_get(struct pf_route_counts *out);
 
 /*
  * The other allocator: glibc's, under its __libc_* names, or in a sanitizer

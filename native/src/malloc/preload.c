@@ -31,6 +31,7 @@
  */
 #include "malloc/malloc.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <malloc.h>
@@ -211,6 +212,85 @@ PF_EXPORT size_t malloc_usable_size(void *ptr)
 	return pf__other_usable_size(ptr);
 #endif
 }
+
+/* ---- C++'s operator new and delete ------------------------------------------------ */
+
+/*
+ * Exported so that the adaptive route sees the caller of new, not
+ * libstdc++'s operator new (one call site for a whole program). What only
+ * C++ can do stays with libstdc++: when pyfrag has no memory (or is not this
+ * process's malloc), the call goes on to the next definition, libstdc++'s,
+ * which calls malloc again and then runs the new-handler or throws
+ * std::bad_alloc (or returns NULL, for the nothrow forms), as the standard
+ * says. Found once with dlsym, off the allocation path.
+ */
+/* The next definition of one operator new, found once (its arguments: size, then align or the nothrow tag). */
+static __attribute__((noinline, cold)) void *next_new(const char *name, void *_Atomic *cached)
+{
+	void *fn = atomic_load_explicit(cached, memory_order_acquire);
+	if (!fn) {
+		fn = dlsym(RTLD_NEXT, name);
+		if (!fn) {
+			const char *pieces[] = { "pyfrag: operator new failed and there is no ", name,
+						 " after pyfrag's (no libstdc++?) to throw std::bad_alloc\n",
+						 NULL };
+			pf__write_all(2, pieces);
+			abort();
+		}
+		atomic_store_explicit(cached, fn, memory_order_release);
+	}
+	return fn;
+}
+
+/* params: the C++ parameter list; call: pyfrag's allocation; args: the same list, to pass on */
+#define PF_NEW(name, params, call, args)                                                      \
+	PF_EXPORT void *name params                                                             \
+	{                                                                                       \
+		static void *_Atomic next;                                                      \
+		if (ours()) {                                                                   \
+			void *ptr = call;                                                       \
+			if (PF_LIKELY(ptr != NULL))                                             \
+				return ptr;                                                     \
+		}                                                                               \
+		return ((void *(*)params)next_new(#name, &next))args;                           \
+	}
+#define PF_NEW_PLAIN(name) PF_NEW(name, (size_t size), pf__malloc(size, PF_CALLER), (size))
+#define PF_NEW_NOTHROW(name)                                                                  \
+	PF_NEW(name, (size_t size, const void *nothrow), pf__malloc(size, PF_CALLER), (size, nothrow))
+#define PF_NEW_ALIGNED(name)                                                                  \
+	PF_NEW(name, (size_t size, size_t align), pf__memalign(align, size, PF_CALLER), (size, align))
+#define PF_NEW_ALIGNED_NOTHROW(name)                                                          \
+	PF_NEW(name, (size_t size, size_t align, const void *nothrow),                          \
+	       pf__memalign(align, size, PF_CALLER), (size, align, nothrow))
+
+PF_NEW_PLAIN(_Znwm)                                   /* new(size_t) */
+PF_NEW_PLAIN(_Znam)                                   /* new[](size_t) */
+PF_NEW_NOTHROW(_ZnwmRKSt9nothrow_t)                   /* new(size_t, nothrow_t) */
+PF_NEW_NOTHROW(_ZnamRKSt9nothrow_t)                   /* new[](size_t, nothrow_t) */
+PF_NEW_ALIGNED(_ZnwmSt11align_val_t)                  /* new(size_t, align_val_t) */
+PF_NEW_ALIGNED(_ZnamSt11align_val_t)                  /* new[](size_t, align_val_t) */
+PF_NEW_ALIGNED_NOTHROW(_ZnwmSt11align_val_tRKSt9nothrow_t) /* new(size_t, align_val_t, nothrow_t) */
+PF_NEW_ALIGNED_NOTHROW(_ZnamSt11align_val_tRKSt9nothrow_t) /* new[](size_t, align_val_t, nothrow_t) */
+
+/*
+ * Every delete is free: sizes and alignments are known from the block. The
+ * forms with more parameters (size, alignment, nothrow tag) take them in
+ * registers the callee may ignore, so one shape serves all.
+ */
+#define PF_DELETE(name) \
+	PF_EXPORT void name(void *ptr) { free(ptr); }
+PF_DELETE(_ZdlPv)                               /* delete(void *) */
+PF_DELETE(_ZdaPv)                               /* delete[](void *) */
+PF_DELETE(_ZdlPvm)                              /* delete(void *, size_t) */
+PF_DELETE(_ZdaPvm)                              /* delete[](void *, size_t) */
+PF_DELETE(_ZdlPvRKSt9nothrow_t)                 /* delete(void *, nothrow_t) */
+PF_DELETE(_ZdaPvRKSt9nothrow_t)                 /* delete[](void *, nothrow_t) */
+PF_DELETE(_ZdlPvSt11align_val_t)                /* delete(void *, align_val_t) */
+PF_DELETE(_ZdaPvSt11align_val_t)                /* delete[](void *, align_val_t) */
+PF_DELETE(_ZdlPvmSt11align_val_t)               /* delete(void *, size_t, align_val_t) */
+PF_DELETE(_ZdaPvmSt11align_val_t)               /* delete[](void *, size_t, align_val_t) */
+PF_DELETE(_ZdlPvSt11align_val_tRKSt9nothrow_t)  /* delete(void *, align_val_t, nothrow_t) */
+PF_DELETE(_ZdaPvSt11align_val_tRKSt9nothrow_t)  /* delete[](void *, align_val_t, nothrow_t) */
 
 /* ---- preloaded or dlopen'ed ----------------------------------------------------- */
 

@@ -36,12 +36,6 @@ _Atomic bool pf__pin_over;
 
 static _Atomic uint8_t site_score[PF_SITES];
 static _Atomic uint32_t decayed_at; /* the clock at the last decay */
-static _Atomic uint64_t sites_compact, to_compact, to_frag, pinned_checks, cap_engaged;
-
-static void add(_Atomic uint64_t *counter, int64_t n)
-{
-	atomic_fetch_add_explicit(counter, (uint64_t)n, memory_order_relaxed);
-}
 
 /* ---- scores ------------------------------------------------------------------------ */
 
@@ -52,8 +46,7 @@ static void blame(uint32_t slot)
 		atomic_store_explicit(&site_score[slot], (uint8_t)(score + 1), memory_order_relaxed);
 	if (score + 1 >= PF_SCORE_COMPACT &&
 	    !atomic_exchange_explicit(&pf__site_compact[slot], 1, memory_order_relaxed)) {
-		add(&to_compact, 1);
-		add(&sites_compact, 1);
+		pf__count(PF_CTR_SITES_TO_COMPACT, 1);
 	}
 }
 
@@ -70,8 +63,7 @@ static void maybe_decay(uint32_t now)
 		atomic_store_explicit(&site_score[slot], (uint8_t)score, memory_order_relaxed);
 		if (score < PF_SCORE_FRAG && atomic_load_explicit(&pf__site_compact[slot], memory_order_relaxed) &&
 		    atomic_exchange_explicit(&pf__site_compact[slot], 0, memory_order_relaxed)) {
-			add(&to_frag, 1);
-			add(&sites_compact, -1);
+			pf__count(PF_CTR_SITES_TO_FRAG, 1);
 		}
 	}
 }
@@ -126,7 +118,7 @@ static void look_again(const struct pf_pin_watch *w)
 	const uint8_t not_frag = PF_PF_RUN | PF_PF_CHUNKS | PF_PF_EXACT | PF_PF_SLAB;
 	if (pf__frag_abandoned_at(w->page) == w->stamp && !(w->page->flags & not_frag) &&
 	    !atomic_load(&w->page->held)) {
-		add(&pinned_checks, 1);
+		pf__count(PF_CTR_PINNED_SEEN, 1);
 		blame_live(w->page, w->fill);
 	}
 	pf__frag_put(w->page);
@@ -143,7 +135,7 @@ void pf__route_check_cap(void)
 	bool over = atomic_load_explicit(&pf__pin_over, memory_order_relaxed);
 	if (!over && pinned > cap) {
 		atomic_store_explicit(&pf__pin_over, true, memory_order_relaxed);
-		add(&cap_engaged, 1);
+		pf__count(PF_CTR_PIN_CAP_ENGAGED, 1);
 	} else if (over && pinned < cap / 4 * 3) {
 		atomic_store_explicit(&pf__pin_over, false, memory_order_relaxed);
 	}
@@ -163,13 +155,4 @@ void pf__route_tick(struct pf_thread *t)
 	}
 	maybe_decay(now);
 	pf__route_check_cap();
-}
-
-void pf__route_counts_get(struct pf_route_counts *out)
-{
-	out->sites_compact = atomic_load_explicit(&sites_compact, memory_order_relaxed);
-	out->to_compact = atomic_load_explicit(&to_compact, memory_order_relaxed);
-	out->to_frag = atomic_load_explicit(&to_frag, memory_order_relaxed);
-	out->pinned_checks = atomic_load_explicit(&pinned_checks, memory_order_relaxed);
-	out->cap_engaged = atomic_load_explicit(&cap_engaged, memory_order_relaxed);
 }

@@ -389,6 +389,8 @@ void pf__page_info(const struct pf_page *page, uintptr_t head, pf_page_info_t *o
 	out->head = head;
 	out->order = page->order;
 	out->size = PF_PAGE_SIZE << page->order;
+	if (pf__state(page) == PF_PS_IN_USE && (page->flags & PF_PF_EXACT))
+		out->size = pf__exact_run_pages(page) << PF_PAGE_SHIFT;
 	if (pf__state(page) == PF_PS_IN_USE) {
 		out->flags |= PF_PAGE_IN_USE;
 		out->refcount = atomic_load_explicit(&page->refcount, memory_order_acquire);

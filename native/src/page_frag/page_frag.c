@@ -43,13 +43,22 @@ static void set_stamp(struct pf_page *page, uint32_t stamp)
 	__atomic_store_n(&page->next, stamp, __ATOMIC_RELAXED);
 }
 
+/*
+ * Stamp a page about to lose its cache's bias, before the bias goes: once it
+ * has gone, a free on another thread may release the page at once and link
+ * it into a page list through the same field.
+ */
+static void stamp_abandon(struct pf_page *page)
+{
+	if (pf__private_page(page))
+		set_stamp(page, atomic_load_explicit(&pf__frag_clock, memory_order_relaxed) | PF_FRAG_STAMP_BIT);
+}
+
 /* The bias went back with fragments out: the page is pinned by them from now on. */
 static void pinned(struct pf_page *page)
 {
-	if (!pf__private_page(page))
-		return;
-	set_stamp(page, atomic_load_explicit(&pf__frag_clock, memory_order_relaxed) | PF_FRAG_STAMP_BIT);
-	atomic_fetch_add_explicit(&pf__frag_pinned_bytes, page_bytes(page), memory_order_relaxed);
+	if (pf__private_page(page))
+		atomic_fetch_add_explicit(&pf__frag_pinned_bytes, page_bytes(page), memory_order_relaxed);
 }
 
 /* A fragment free released the page: a frag page (not a run) was pinned until now. */
@@ -120,6 +129,7 @@ static void release_block(struct pf_page *head)
 static bool release_bias(struct pf_cache *cache)
 {
 	int32_t bias = (int32_t)pf__bias(cache);
+	stamp_abandon(cache->page);
 	set_held(cache->page, false); /* frees may batch from now on */
 	return atomic_fetch_sub_explicit(&cache->page->refcount, bias, memory_order_acq_rel) == bias;
 }
@@ -190,6 +200,8 @@ static bool recycle_in_place(struct pf_cache *cache, uint32_t need)
 	/* Nobody else holds a reference now: a store is safe. */
 	atomic_store_explicit(&cache->page->refcount, PF_BIAS_FULL, memory_order_relaxed);
 	set_held(cache->page, true);
+	if (pf__private_page(cache->page))
+		set_stamp(cache->page, 0);
 	pf__bias_set_full(cache);
 	cache->offset = 0;
 	frag_count(cache, PF_CTR_RECYCLES);

@@ -155,6 +155,10 @@ enum pf_counter {
 	PF_CTR_FOREIGN_FREES,
 	PF_CTR_LIBC_ALLOCS, /* malloc front degraded: requests handed to libc's allocator */
 	PF_CTR_LIBC_FREES,
+	PF_CTR_SITES_TO_COMPACT, /* the adaptive route's learning (malloc/route.c) */
+	PF_CTR_SITES_TO_FRAG,
+	PF_CTR_PINNED_SEEN,
+	PF_CTR_PIN_CAP_ENGAGED,
 	PF_CTR_COUNT
 };
 

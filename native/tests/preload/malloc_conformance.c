@@ -398,7 +398,7 @@ static int misuse(const char *what)
 		free(p);
 		free(again);
 	} else if (!strcmp(what, "double-free-medium")) {
-		char *p = malloc(20000), *again = hide(p);
+		char *p = malloc(40000), *again = hide(p); /* a page run: above the slab classes */
 		free(p);
 		free(again);
 	} else if (!strcmp(what, "double-free-remote")) {

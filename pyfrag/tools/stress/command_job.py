@@ -67,7 +67,8 @@ class CommandJob:
         summary = _summary_of(parse_stats_summaries(stderr), proc.pid)
         counters = summary["counters"] if summary else {}
         allocs = sum(counters.get("allocations " + route, 0)
-                     for route in ("small (page_frag)", "medium (page runs)", "large (chunk runs)"))
+                     for route in ("small (page_frag)", "compact (slab)", "medium (page runs)",
+                                   "large (chunk runs)"))
         slot.set(PROGRESS, allocs)
         return {
             "ops": allocs, "elapsed_ns": elapsed_ns, "threads": counters.get("memory threads", 0),
