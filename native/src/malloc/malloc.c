@@ -102,12 +102,12 @@ static inline size_t small_max(void)
 }
 
 /*
- * Requests below fast_below take pf__malloc's fast path: PYFRAG_FRAG_MAX
- * (clamped) plus one on the frag route, the largest slab class plus one on
- * the others, 0 in check mode; frag_below is the frag route's bound. One
- * load instead of options and a clamp per call; an option-change hook
- * (sys/options.c) keeps them current. Check mode is the frag route: only
- * headers carry canaries.
+ * Requests below fast_below may take pf__malloc's page_frag fast path:
+ * PYFRAG_FRAG_MAX (clamped) plus one on the frag and adaptive routes, 0 on
+ * the compact route and in check mode; frag_below is page_frag's bound
+ * whatever the route. One load instead of options and a clamp per call; an
+ * option-change hook (sys/options.c) keeps them current. Check mode is the
+ * frag route: only headers carry canaries.
  */
 static _Atomic size_t fast_below, frag_below;
 static _Atomic unsigned route;
@@ -118,8 +118,8 @@ static void options_changed(void *unused)
 	unsigned r = check_mode() ? PF_ROUTE_FRAG : (unsigned)PF_OPT(route);
 	atomic_store_explicit(&route, r, memory_order_relaxed);
 	atomic_store_explicit(&frag_below, small_max() + 1, memory_order_relaxed);
-	size_t below = r == PF_ROUTE_FRAG ? small_max() + 1 : PF_SLAB_MAX + 1;
-	atomic_store_explicit(&fast_below, check_mode() ? 0 : below, memory_order_relaxed);
+	size_t below = check_mode() || r == PF_ROUTE_COMPACT ? 0 : small_max() + 1;
+	atomic_store_explicit(&fast_below, below, memory_order_relaxed);
 }
 
 static inline size_t round16(size_t n)
@@ -415,11 +415,12 @@ static bool small_resize_newest(struct pf_mhdr *h, void *ptr, struct pf_page *pa
 static inline void *compact_alloc(struct pf_thread *t, size_t size)
 {
 	unsigned cls = pf__slab_class(size);
-	struct pf_slab_heap *heap = &t->slab;
-	if (PF_UNLIKELY(heap->current[cls]->free == NULL) &&
-	    atomic_load_explicit(&route, memory_order_relaxed) == PF_ROUTE_ADAPTIVE)
+	void *ptr = pf__slab_alloc_fast(&t->slab, cls);
+	if (PF_LIKELY(ptr != NULL))
+		return ptr;
+	if (atomic_load_explicit(&route, memory_order_relaxed) == PF_ROUTE_ADAPTIVE)
 		pf__route_check_cap(); /* a page's worth of blocks: pinning may have fallen */
-	return pf__slab_alloc(heap, cls);
+	return pf__slab_alloc_slow(&t->slab, cls);
 }
 
 static inline bool is_slab(const struct pf_page *head)
@@ -706,23 +707,45 @@ static void *alloc_slow(size_t size, size_t align, bool *fresh, uintptr_t site)
 	return ptr;
 }
 
+/* malloc on the compact route's fast path (kept apart: the page_frag fast path saves no registers). */
+static __attribute__((noinline)) void *compact_malloc(struct pf_thread *t, size_t size, uintptr_t site)
+{
+	void *ptr = compact_alloc(t, size);
+	return PF_LIKELY(ptr != NULL) ? ptr : alloc_slow(size, PF_MIN_ALIGN, NULL, site);
+}
+
+/*
+ * Whatever pf__malloc's page_frag fast path does not take: compact blocks
+ * (the compact route's small requests, every route's up to 32 KiB above
+ * page_frag's bound; check mode is the frag route here), refills, the rest.
+ */
+static __attribute__((noinline)) void *malloc_rest(struct pf_thread *t, size_t size, uintptr_t site)
+{
+	if (PF_LIKELY(t != NULL) && size <= PF_SLAB_MAX &&
+	    (atomic_load_explicit(&route, memory_order_relaxed) == PF_ROUTE_COMPACT ||
+	     size >= atomic_load_explicit(&frag_below, memory_order_relaxed))) {
+		void *ptr = compact_alloc(t, size);
+		if (PF_LIKELY(ptr != NULL))
+			return ptr;
+	}
+	return alloc_slow(size, PF_MIN_ALIGN, NULL, site);
+}
+
 void *pf__malloc(size_t size, uintptr_t site)
 {
 	struct pf_thread *t = pf__self;
 	if (PF_LIKELY(t != NULL) &&
 	    PF_LIKELY(size < atomic_load_explicit(&fast_below, memory_order_relaxed))) {
-		unsigned r = atomic_load_explicit(&route, memory_order_relaxed);
 		uint32_t slot = 0;
-		void *ptr;
-		if (size >= atomic_load_explicit(&frag_below, memory_order_relaxed) ||
-		    wants_compact(r, size, site, &slot))
-			ptr = compact_alloc(t, size);
-		else
-			ptr = small_fast(t, size, PF_HDR, slot);
+		if (atomic_load_explicit(&route, memory_order_relaxed) == PF_ROUTE_ADAPTIVE &&
+		    wants_compact(PF_ROUTE_ADAPTIVE, size, site, &slot))
+			return compact_malloc(t, size, site);
+		void *ptr = small_fast(t, size, PF_HDR, slot);
 		if (PF_LIKELY(ptr != NULL))
 			return ptr;
+		return alloc_slow(size, PF_MIN_ALIGN, NULL, site);
 	}
-	return alloc_slow(size, PF_MIN_ALIGN, NULL, site);
+	return malloc_rest(t, size, site);
 }
 
 /*
@@ -778,10 +801,23 @@ static __attribute__((noinline)) void free_slow(struct pf_thread *t, void *ptr)
 		small_free("free", ptr, page, t);
 }
 
+/* A compact block of this thread's own slab page, in the first region: the inline case. */
+static inline bool free_compact_own(struct pf_thread *t, void *ptr)
+{
+	if ((uintptr_t)ptr - pf__arena.base >= pf__first_region_size())
+		return false;
+	struct pf_page *page = pf__page_at(pf__page_index(ptr));
+	if (pf__state(page) == PF_PS_TAIL)
+		page -= page->head_delta;
+	return pf__state(page) == PF_PS_IN_USE && is_slab(page) &&
+	       pf__slab_free_own(&t->slab, page, ptr);
+}
+
 void pf__free(void *ptr)
 {
 	struct pf_thread *t = pf__self;
-	if (PF_LIKELY(t != NULL) && (free_in_page(t, &t->cache, ptr) || free_in_page(t, &t->spare, ptr)))
+	if (PF_LIKELY(t != NULL) && (free_in_page(t, &t->cache, ptr) || free_in_page(t, &t->spare, ptr) ||
+				     free_compact_own(t, ptr)))
 		return;
 	free_slow(t, ptr);
 }

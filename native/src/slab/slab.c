@@ -27,7 +27,6 @@
 #include <sys/auxv.h>
 
 #define PF_SLAB_ABANDONED ((uintptr_t)1)
-#define PF_RECIP_SHIFT 40
 
 const uint8_t pf__slab_class_small[65] = {
 	0,  0,  1,  2,  3,  4,  5,  6,  7,                  /* 0..128 in 16-byte steps */
@@ -39,9 +38,8 @@ const uint8_t pf__slab_class_small[65] = {
 uint32_t pf__slab_class_size[PF_SLAB_CLASSES];
 static uint8_t class_order[PF_SLAB_CLASSES];
 static uint32_t class_capacity[PF_SLAB_CLASSES];
-static uint64_t class_recip[PF_SLAB_CLASSES]; /* ceil(2^40 / size) */
-
-static uintptr_t free_key;
+uint64_t pf__slab_class_recip[PF_SLAB_CLASSES]; /* ceil(2^40 / size) */
+uintptr_t pf__slab_free_key;
 
 static struct pf_pool slab_pool = { .object_size = sizeof(struct pf_slab) };
 /* The current page of a class with none yet: nothing free, so the fast path goes slow. */
@@ -94,14 +92,9 @@ void pf__slab_init(void)
 		pf__slab_class_size[cls] = size;
 		class_order[cls] = (uint8_t)order_of_class(size);
 		class_capacity[cls] = (PF_PAGE_SIZE << class_order[cls]) / size;
-		class_recip[cls] = (((uint64_t)1 << PF_RECIP_SHIFT) + size - 1) / size;
+		pf__slab_class_recip[cls] = (((uint64_t)1 << PF_SLAB_RECIP_SHIFT) + size - 1) / size;
 	}
-	free_key = read_random_key();
-}
-
-static inline uintptr_t freed_mark(const void *block)
-{
-	return free_key ^ (uintptr_t)block;
+	pf__slab_free_key = read_random_key();
 }
 
 /* ---- pages ---------------------------------------------------------------------------- */
@@ -299,17 +292,9 @@ void *pf__slab_alloc_slow(struct pf_slab_heap *heap, unsigned cls)
 
 /* ---- free ------------------------------------------------------------------------------ */
 
-/* The block ptr starts, or UINT32_MAX if ptr starts none (a multiply, not a division). */
-static uint32_t block_index(const struct pf_slab *s, const void *ptr)
-{
-	uint64_t offset = (uint64_t)((uintptr_t)ptr - s->base);
-	uint64_t index = (offset * class_recip[s->cls]) >> PF_RECIP_SHIFT;
-	return index * s->block_size == offset && index < s->capacity ? (uint32_t)index : UINT32_MAX;
-}
-
 bool pf__slab_is_block(const struct pf_page *head, const void *ptr)
 {
-	return block_index(pf__slab_of(head), ptr) != UINT32_MAX;
+	return pf__slab_block_index(pf__slab_of(head), ptr) != UINT32_MAX;
 }
 
 static void free_local(struct pf_slab_heap *heap, struct pf_slab *s, void **block)
@@ -361,7 +346,7 @@ static void free_remote(struct pf_slab_heap *self, struct pf_slab *s, void **blo
 enum pf_slab_free_result pf__slab_free(struct pf_slab_heap *self, struct pf_page *head, void *ptr)
 {
 	struct pf_slab *s = pf__slab_of(head);
-	uint32_t index = block_index(s, ptr);
+	uint32_t index = pf__slab_block_index(s, ptr);
 	if (PF_UNLIKELY(index == UINT32_MAX))
 		return PF_SLAB_NOT_A_BLOCK;
 	void **block = ptr;
@@ -369,9 +354,9 @@ enum pf_slab_free_result pf__slab_free(struct pf_slab_heap *self, struct pf_page
 	/* never handed out: the untouched part of the page */
 	if (PF_UNLIKELY(index >= carved(s)))
 		return PF_SLAB_NOT_A_BLOCK;
-	if (PF_UNLIKELY((uintptr_t)block[1] == freed_mark(block)))
+	if (PF_UNLIKELY((uintptr_t)block[1] == pf__slab_freed_mark(block)))
 		return PF_SLAB_DOUBLE_FREE;
-	block[1] = (void *)freed_mark(block);
+	block[1] = (void *)pf__slab_freed_mark(block);
 	if (owner == self && self)
 		free_local(self, s, block);
 	else

@@ -75,18 +75,24 @@ PF_INTERNAL void pf__slab_init(void);
 /* Everything but a pop from the current page's free list. NULL/ENOMEM. */
 PF_INTERNAL void *pf__slab_alloc_slow(struct pf_slab_heap *heap, unsigned cls);
 
-/* The fast path: the current page's free list. */
-static inline void *pf__slab_alloc(struct pf_slab_heap *heap, unsigned cls)
+/* The fast path: a pop from the current page's free list, or NULL (then the slow path). */
+static inline void *pf__slab_alloc_fast(struct pf_slab_heap *heap, unsigned cls)
 {
 	struct pf_slab *s = heap->current[cls];
 	void **block = s->free;
 	if (PF_UNLIKELY(block == NULL))
-		return pf__slab_alloc_slow(heap, cls);
+		return NULL;
 	s->free = block[0];
 	block[1] = NULL; /* the freed mark (see pf__slab_free) */
 	s->used++;
 	pf__local_inc(&heap->allocs[cls]);
 	return block;
+}
+
+static inline void *pf__slab_alloc(struct pf_slab_heap *heap, unsigned cls)
+{
+	void *block = pf__slab_alloc_fast(heap, cls);
+	return PF_LIKELY(block != NULL) ? block : pf__slab_alloc_slow(heap, cls);
 }
 
 static inline struct pf_slab *pf__slab_of(const struct pf_page *head)
@@ -96,6 +102,24 @@ static inline struct pf_slab *pf__slab_of(const struct pf_page *head)
 
 enum pf_slab_free_result { PF_SLAB_FREED, PF_SLAB_NOT_A_BLOCK, PF_SLAB_DOUBLE_FREE };
 
+PF_INTERNAL extern uintptr_t pf__slab_free_key;
+PF_INTERNAL extern uint64_t pf__slab_class_recip[PF_SLAB_CLASSES];
+#define PF_SLAB_RECIP_SHIFT 40
+
+/* The block ptr starts, or UINT32_MAX if ptr starts none of this page's (a multiply, not a division). */
+static inline uint32_t pf__slab_block_index(const struct pf_slab *s, const void *ptr)
+{
+	uint64_t offset = (uint64_t)((uintptr_t)ptr - s->base);
+	uint64_t index = (offset * pf__slab_class_recip[s->cls]) >> PF_SLAB_RECIP_SHIFT;
+	return index * s->block_size == offset && index < s->capacity ? (uint32_t)index : UINT32_MAX;
+}
+
+/* A free block's second word: the per-process key mixed with its address. */
+static inline uintptr_t pf__slab_freed_mark(const void *block)
+{
+	return pf__slab_free_key ^ (uintptr_t)block;
+}
+
 /*
  * Free ptr, inside the slab page at head, from any thread: self is the
  * calling thread's heap, or NULL for a thread without one. A pointer that is
@@ -104,6 +128,31 @@ enum pf_slab_free_result { PF_SLAB_FREED, PF_SLAB_NOT_A_BLOCK, PF_SLAB_DOUBLE_FR
  */
 PF_INTERNAL enum pf_slab_free_result pf__slab_free(struct pf_slab_heap *self, struct pf_page *head,
 						   void *ptr);
+
+/*
+ * The owner's common case, inline: its current page, or another of its
+ * pages that keeps other blocks and had room before (nothing to move or give
+ * back); no atomic operation, no call.
+ * False if ptr is anything else (pf__slab_free then says what it is).
+ */
+static inline bool pf__slab_free_own(struct pf_slab_heap *self, struct pf_page *head, void *ptr)
+{
+	struct pf_slab *s = pf__slab_of(head);
+	void **block = ptr;
+	if (PF_LIKELY(atomic_load_explicit(&s->heap, memory_order_relaxed) == self) &&
+	    PF_LIKELY(s == self->current[s->cls] || (s->free != NULL && s->used > 1)) &&
+	    /* UINT32_MAX (no block start) is never below carved */
+	    PF_LIKELY(pf__slab_block_index(s, ptr) < atomic_load_explicit(&s->carved, memory_order_relaxed)) &&
+	    PF_LIKELY((uintptr_t)block[1] != pf__slab_freed_mark(block))) {
+		block[1] = (void *)pf__slab_freed_mark(block);
+		block[0] = s->free;
+		s->free = block;
+		s->used--;
+		pf__local_inc(&self->frees[s->cls]);
+		return true;
+	}
+	return false;
+}
 
 /* Bytes of the block ptr is in (the class size). */
 static inline size_t pf__slab_block_size(const struct pf_page *head)
