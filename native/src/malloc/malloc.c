@@ -645,7 +645,7 @@ static bool init_ready(void)
 	if (atomic_load_explicit(&degraded, memory_order_relaxed) &&
 	    atomic_fetch_add_explicit(&init_skips, 1, memory_order_relaxed) % 256 != 0)
 		return false;
-	if (pf__options_on_change(options_changed) != 0)
+	if (pf__options_on_change(options_changed) != 0 || pf__thread_on_give_back(pf__route_thread_gone) != 0)
 		return false;
 	return pf__ensure_init() == 0;
 }

@@ -65,6 +65,8 @@ static inline uint32_t pf__site_slot(uintptr_t site, unsigned cls)
 PF_INTERNAL void pf__route_watch(struct pf_thread *t, struct pf_page *page, uint32_t fill);
 /* The thread's malloc front refills (or the compact route takes a page): look at what is due. */
 PF_INTERNAL void pf__route_tick(struct pf_thread *t);
+/* Thread give-back hook (thread.h): look at every page the thread still watches. */
+PF_INTERNAL void pf__route_thread_gone(void *thread);
 /* Re-read the pinning cap (the compact route's slow path, where frag refills are rare). */
 PF_INTERNAL void pf__route_check_cap(void);
 

@@ -141,6 +141,21 @@ void pf__route_check_cap(void)
 	}
 }
 
+/*
+ * A thread gives its memory back (it exits, or pf_thread_flush): every page
+ * it watches is looked at now, whatever its age. One still pinned is held by
+ * blocks that outlive the thread that made them, handed to another thread:
+ * their sites are the ones to move before more threads pin pages the same way.
+ */
+void pf__route_thread_gone(void *thread)
+{
+	struct pf_thread *t = thread;
+	for (; t->pin_watch_count; t->pin_watch_count--) {
+		look_again(&t->pin_watch[t->pin_watch_first]);
+		t->pin_watch_first = (t->pin_watch_first + 1) % PF_PIN_WATCH;
+	}
+}
+
 void pf__route_tick(struct pf_thread *t)
 {
 	uint32_t now = atomic_load_explicit(&pf__frag_clock, memory_order_relaxed);

@@ -72,7 +72,7 @@ enum pf_route_mode { PF_ROUTE_ADAPTIVE, PF_ROUTE_FRAG, PF_ROUTE_COMPACT };
 	X(pin_max, "PYFRAG_PIN_MAX", "4M", PF_OPT_SIZE, false,                                     \
 	  "adaptive route: bytes of used-up frag pages still held by live blocks beyond which new " \
 	  "small requests take the compact route until it falls below three quarters of it")     \
-	X(pin_age, "PYFRAG_PIN_AGE", "64", PF_OPT_COUNT, false,                                    \
+	X(pin_age, "PYFRAG_PIN_AGE", "48", PF_OPT_COUNT, false,                                    \
 	  "adaptive route: refills after which a used-up frag page still held by live blocks "     \
 	  "counts against the call sites of those blocks")                                        \
 	X(check, "PYFRAG_CHECK", "0", PF_OPT_BOOL, true,                                           \
