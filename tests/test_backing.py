@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """Chunk backing as the kernel reports it in /proc/self/smaps, not as pyfrag
 counts it: hugetlb when 2 MiB pages are reserved, THP and 4 KiB when forced by
-PYFRAG_HUGEPAGES, and a hugetlb pool running dry failing cleanly.
+PYFRAG_HUGEPAGES, a small process on 4 KiB pages until it passes
+PYFRAG_HUGEPAGES_AFTER (4 MiB), and a hugetlb pool running dry failing cleanly.
 
 Each case runs in a fresh process, since backing is chosen per chunk from the
 options read at start."""
@@ -18,11 +19,15 @@ import pyfrag
 MiB = 1 << 20
 PACKAGE_PARENT = str(pathlib.Path(pyfrag.__file__).resolve().parent.parent)
 
-# Allocate 8 MiB in 32 KiB fragments, touch every byte, report smaps growth.
+# Past the small start (4 MiB, touched), allocate 8 MiB in 32 KiB fragments, touch every
+# byte, report the smaps growth of those 8 MiB.
 GROWTH = r"""
 import ctypes, dataclasses, json, pyfrag
-before = pyfrag.smaps_totals()
 cache = pyfrag.FragCache()
+first = [cache.alloc(32768) for _ in range(128)]
+for f in first:
+    ctypes.memset(f.address, 0x5a, f.size)
+before = pyfrag.smaps_totals()
 frags = [cache.alloc(32768) for _ in range(256)]
 for f in frags:
     ctypes.memset(f.address, 0x5a, f.size)
@@ -99,9 +104,12 @@ needs_hugepages = pytest.mark.skipif(
 def test_hugetlb_backing_in_smaps(mode):
     result = run(GROWTH, PYFRAG_HUGEPAGES=mode)
     assert result["delta"]["private_hugetlb"] >= 8 * MiB
-    assert result["delta"]["anon_huge_pages"] == 0
+    # auto: the two small-start chunks are THP once grown (an untouched part faults in huge)
+    assert result["delta"]["anon_huge_pages"] <= (4 * MiB if mode == "auto" else 0)
     assert result["stats"]["chunks_hugetlb"] >= 4
-    assert result["stats"]["chunks_thp"] == result["stats"]["chunks_4k"] == 0
+    assert result["stats"]["chunks_4k"] == 0
+    # auto's small start: the first two chunks began on 4 KiB pages, advised for THP once grown
+    assert result["stats"]["chunks_thp"] == (2 if mode == "auto" else 0)
     assert result["coverage"]["private_hugetlb"] >= 8 * MiB
 
 
@@ -122,6 +130,35 @@ def test_4k_backing_in_smaps():
     assert result["coverage"]["anon_huge_pages"] == 0
     assert result["stats"]["chunks_4k"] >= 4
     assert result["stats"]["chunks_hugetlb"] == result["stats"]["chunks_thp"] == 0
+
+
+# A small process: 1 MiB touched.
+SMALL = r"""
+import ctypes, dataclasses, json, pyfrag
+before = pyfrag.smaps_totals()
+cache = pyfrag.FragCache()
+frags = [cache.alloc(32768) for _ in range(32)]
+for f in frags:
+    ctypes.memset(f.address, 0x5a, f.size)
+delta = pyfrag.smaps_totals() - before
+print(json.dumps({"delta": dataclasses.asdict(delta), "stats": dataclasses.asdict(pyfrag.stats())}))
+"""
+
+
+@pytest.mark.parametrize("mode", ["auto", "thp"])
+def test_a_small_process_pays_no_hugepage(mode):
+    result = run(SMALL, PYFRAG_HUGEPAGES=mode)
+    assert result["stats"]["chunks_4k"] >= 1
+    assert result["stats"]["chunks_hugetlb"] == result["stats"]["chunks_thp"] == 0
+    assert result["delta"]["private_hugetlb"] == 0 and result["delta"]["anon_huge_pages"] == 0
+    assert result["delta"]["rss"] < 2 * MiB  # the megabyte it touched, not a 2 MiB page
+
+
+@needs_hugepages
+def test_hugepages_from_the_first_chunk_when_asked():
+    result = run(SMALL, PYFRAG_HUGEPAGES="auto", PYFRAG_HUGEPAGES_AFTER="0")
+    assert result["stats"]["chunks_hugetlb"] >= 1 and result["stats"]["chunks_4k"] == 0
+    assert result["delta"]["private_hugetlb"] >= 2 * MiB
 
 
 @pytest.mark.skipif(meminfo("HugePages_Free") > 256,

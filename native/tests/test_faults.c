@@ -653,6 +653,11 @@ static void test_fault_storm(void)
 
 int main(void)
 {
+	/*
+	 * These tests fail commits of each backing in turn: hugepages from the
+	 * first chunk, not after the small start (test_backing.py tests that).
+	 */
+	CHECK_EQ(pf_option_set("PYFRAG_HUGEPAGES_AFTER", "0"), 0);
 	RUN(test_init_failures); /* before this process initialises pyfrag */
 	RUN(test_fault_interface);
 	RUN(test_commit_faults_reserve_then_enomem);

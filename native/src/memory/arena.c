@@ -43,6 +43,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #define CHUNK ((size_t)PF_CHUNK_SIZE)
 
@@ -111,6 +112,12 @@ uintptr_t pf__page_address_other(uint32_t number)
 static uintptr_t slot_address(const struct pf_region *r, uint32_t i)
 {
 	return r->base + (uintptr_t)i * CHUNK;
+}
+
+static uintptr_t slot_address_of(uint32_t slot)
+{
+	struct pf_region *r = region_of_slot(slot);
+	return slot_address(r, slot - r->first_slot);
 }
 
 /* Publish a reservation of size bytes at base as the next region. */
@@ -349,9 +356,52 @@ static int commit_with(uintptr_t addr, uint32_t n, enum pf_backing backing)
 	return pf__os.commit((void *)addr, (size_t)n * CHUNK, backing);
 }
 
+/*
+ * A small process does not pay a hugepage before it needs one: in the auto
+ * and thp modes, chunks committed while the committed bytes stay within
+ * PYFRAG_HUGEPAGES_AFTER get 4 KiB pages (a fork-heavy pipeline of small
+ * programs would otherwise commit 2 MiB each). The first commit past it
+ * turns hugepages on for good: later chunks get the mode's hugepages, and
+ * the early chunks are advised MADV_HUGEPAGE (counted as THP from then on),
+ * for khugepaged to collapse as it goes (as mimalloc and jemalloc start
+ * small). Caller holds pf__page_lock.
+ */
+static bool grown; /* past PYFRAG_HUGEPAGES_AFTER once: hugepages from now on */
+
+static bool small_start(uint32_t n)
+{
+	enum pf_hugepages_mode mode = (enum pf_hugepages_mode)PF_OPT(hugepages);
+	if (grown || (mode != PF_HP_AUTO && mode != PF_HP_THP))
+		return false;
+	long long after = PF_OPT(hugepages_after);
+	if (pf__arena_counts.committed_bytes + (uint64_t)n * CHUNK <= (uint64_t)(after < 0 ? 0 : after))
+		return true;
+	grown = true;
+	return false;
+}
+
+/* The early 4 KiB chunks of a process that has grown: advised for THP, counted so. */
+static void promote_small_start(void)
+{
+	for (uint32_t slot = 1; slot < pf__arena.next_slot; slot++) {
+		if (pf__arena.chunk_backing[slot] != PF_BACKING_4K)
+			continue;
+		if (pf__os.advise((void *)slot_address_of(slot), CHUNK, MADV_HUGEPAGE) != 0)
+			continue; /* THP absent: it stays a 4 KiB chunk */
+		pf__arena.chunk_backing[slot] = PF_BACKING_THP;
+		pf__arena_counts.by_backing[PF_BACKING_4K]--;
+		pf__arena_counts.by_backing[PF_BACKING_THP]++;
+	}
+}
+
 /* Try the backings the mode allows, best first. */
 static enum pf_backing commit_slots(uintptr_t addr, uint32_t n)
 {
+	bool was_grown = grown;
+	if (small_start(n))
+		return commit_with(addr, n, PF_BACKING_4K) == 0 ? PF_BACKING_4K : PF_BACKING_NONE;
+	if (grown && !was_grown)
+		promote_small_start();
 	switch ((enum pf_hugepages_mode)PF_OPT(hugepages)) {
 	case PF_HP_HUGETLB:
 		return commit_with(addr, n, PF_BACKING_HUGETLB) == 0 ? PF_BACKING_HUGETLB : PF_BACKING_NONE;
@@ -532,12 +582,6 @@ struct fork_copy {
 };
 static struct fork_copy *fork_copies;
 static size_t fork_copies_count, fork_copies_bytes;
-
-static uintptr_t slot_address_of(uint32_t slot)
-{
-	struct pf_region *r = region_of_slot(slot);
-	return slot_address(r, slot - r->first_slot);
-}
 
 void pf__arena_fork_prepare(void)
 {

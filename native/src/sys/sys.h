@@ -48,6 +48,10 @@ enum pf_route_mode { PF_ROUTE_ADAPTIVE, PF_ROUTE_FRAG, PF_ROUTE_COMPACT };
 #define PF_OPTIONS(X)                                                                          \
 	X(hugepages, "PYFRAG_HUGEPAGES", "auto", PF_OPT_HUGEPAGES, false,                          \
 	  "chunk backing: auto (hugetlb, else THP, else 4 KiB), hugetlb, thp or off (4 KiB)")      \
+	X(hugepages_after, "PYFRAG_HUGEPAGES_AFTER", "4M", PF_OPT_SIZE, false,                    \
+	  "auto and thp: chunks committed while the total stays within this get 4 KiB pages "    \
+	  "(a small process pays no hugepage); past it hugepages, and the early chunks advised "  \
+	  "for THP; 0: hugepages from the first chunk")                                           \
 	X(retain, "PYFRAG_RETAIN", "1", PF_OPT_COUNT, false,                                       \
 	  "empty 2 MiB chunks kept committed; more go back to the OS")                            \
 	X(limit, "PYFRAG_LIMIT", "0", PF_OPT_SIZE, false,                                         \
