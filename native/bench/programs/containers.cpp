@@ -24,8 +24,8 @@
 
 int main(int argc, char **argv)
 {
-	long n = argc > 1 ? std::atol(argv[1]) : 100000;
-	long rounds = argc > 2 ? std::atol(argv[2]) : 4;
+	long n = argc > 1 ? std::atol(argv[1]) : 200000;
+	long rounds = argc > 2 ? std::atol(argv[2]) : 6;
 
 	if (n < 1 || rounds < 1) {
 		std::fprintf(stderr, "usage: containers [N] [ROUNDS] (each >= 1)\n");

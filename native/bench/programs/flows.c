@@ -100,7 +100,7 @@ static uint64_t expire(uint64_t now, uint64_t idle, long *live)
 
 int main(int argc, char **argv)
 {
-	long packets = argc > 1 ? atol(argv[1]) : 3000000;
+	long packets = argc > 1 ? atol(argv[1]) : 10000000;
 	static const size_t imix[12] = {64, 64, 64, 64, 64, 64, 64, 576, 576, 576, 576, 1500};
 
 	if (packets < BURST) {

@@ -5,7 +5,7 @@
  *
  * WAVES times, PRODUCERS short-lived threads each allocate BLOCKS blocks of
  * 16..1040 bytes, fill each with a pattern of its number, hand them through a
- * mutex-protected queue to one long-lived consumer thread, and exit. The
+ * mutex-protected queue (at most 4096 waiting) to one long-lived consumer thread, and exit. The
  * consumer verifies every block, keeps one in eight alive to the end (state
  * that outlives the thread that made it) and frees the others at once.
  * Prints "handoff blocks <total> kept <kept> bad <wrong blocks>".
@@ -26,7 +26,10 @@ struct block {
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t ready = PTHREAD_COND_INITIALIZER;
+static pthread_cond_t room = PTHREAD_COND_INITIALIZER;
 static struct block *queue_head;
+static long queue_length;
+#define QUEUE_LIMIT 4096 /* producers wait beyond it: the consumer keeps up */
 static long producers_left;
 static long blocks_per_producer;
 
@@ -53,8 +56,11 @@ static void *produce(void *arg)
 		b->size = size;
 		memset(b->bytes, (int)(b->number & 0xff), size);
 		pthread_mutex_lock(&lock);
+		while (queue_length >= QUEUE_LIMIT)
+			pthread_cond_wait(&room, &lock);
 		b->next = queue_head;
 		queue_head = b;
+		queue_length++;
 		pthread_cond_signal(&ready);
 		pthread_mutex_unlock(&lock);
 	}
@@ -89,6 +95,8 @@ static void *consume(void *arg)
 		struct block *batch = queue_head;
 
 		queue_head = NULL;
+		queue_length = 0;
+		pthread_cond_broadcast(&room);
 		int done = !batch && producers_left == 0;
 
 		pthread_mutex_unlock(&lock);
@@ -117,7 +125,7 @@ int main(int argc, char **argv)
 	long waves = argc > 1 ? atol(argv[1]) : 40;
 	long producers = argc > 2 ? atol(argv[2]) : 4;
 
-	blocks_per_producer = argc > 3 ? atol(argv[3]) : 20000;
+	blocks_per_producer = argc > 3 ? atol(argv[3]) : 5000;
 	if (waves < 1 || producers < 1 || blocks_per_producer < 1) {
 		fprintf(stderr, "usage: handoff [WAVES] [PRODUCERS] [BLOCKS] (each >= 1)\n");
 		return 2;
