@@ -163,6 +163,20 @@ def test_wrong_output_is_a_failure_in_the_report():
     assert "FAILED" in bench_programs.table(report)
 
 
+def test_programs_join_the_other_workloads_in_one_report():
+    proc = run_cli("bench", "--workload", "burst,programs", "--runs", "1", "--scale", "0.01",
+                   "--allocators", "glibc,pyfrag-adaptive,pyfrag-api", "--programs", "bash-assoc",
+                   "--json", "-", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert set(data["results"]) == {"burst", "programs"}
+    assert set(data["results"]["burst"]["pair"]) == {"glibc", "pyfrag-api"}  # what each knows
+    assert set(data["results"]["programs"]["bash-assoc"]) == {"pyfrag-adaptive", "glibc"}
+    assert list(data["allocators"]) == ["glibc", "pyfrag-api", "pyfrag-adaptive"]
+    assert "pair: pyfrag-api / fastest peer" in {t["target"] for t in data["targets"]}
+    assert "peak RSS, MiB:" in proc.stderr and "median ns per op" in proc.stderr
+
+
 def test_unknown_program_exits_2():
     proc = run_cli("bench", "--workload", "programs", "--programs", "nope")
     assert proc.returncode == 2 and "usage" in proc.stderr

@@ -100,7 +100,7 @@ def setup(names: list, only: list | None = None) -> ProgramsSetup:
                                % (",".join(unknown), ",".join(known)))
     mb = os.environ.get(ENV_MIMALLOC_BENCH) or None
     result = ProgramsSetup(own_dir, launcher, [], [], _python(), mb)
-    for name in names:
+    for name in (v for v in VARIANTS if v in names):  # the table's order, whatever the user's
         if name in ROUTES:
             if not os.path.isfile(lib):
                 raise bench.BenchError("%s not found: %s" % (lib, bench.HOW_TO_BUILD))
@@ -376,7 +376,7 @@ def _cell(entry: dict | None, key: str, ratio: str, fmt: str) -> str:
         return "FAILED"
     value = entry[key] / 1024 if key == "median_peak_rss_kib" else entry[key]
     r = entry.get(ratio)
-    return fmt % value + (" (%.2f)" % r if r is not None else "")
+    return (fmt if value >= 1 else "%.3f") % value + (" (%.2f)" % r if r is not None else "")
 
 
 def _format(rows: list) -> list:
