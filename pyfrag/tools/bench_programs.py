@@ -11,7 +11,8 @@ Contract:
   PYFRAG_MIMALLOC_BENCH). BenchError when the launcher or libpyfrag.so is
   missing.
 - run(setup, runs, scale, progress) runs every program under every allocator,
-  allocators interleaved per program, `runs` times, each through
+  allocators interleaved per program (each program starting with the next
+  allocator in turn), `runs` times, each through
   native/bench/programs/launch (peak RSS from wait4's ru_maxrss of the
   program and what it waited for; wall time), and checks each output. A run
   that fails (exit status, timeout, wrong output) is recorded for that
@@ -219,9 +220,13 @@ def run(setup_: ProgramsSetup, runs: int, scale: float = 1.0, progress=None) -> 
                 skipped[program.name] = str(exc)
         total = runs * len(prepared) * len(setup_.allocators)
         done = 0
-        for _ in range(runs):
-            for program, ctx, command in prepared:
-                for alloc in setup_.allocators:
+        allocators = setup_.allocators
+        for run_index in range(runs):
+            for index, (program, ctx, command) in enumerate(prepared):
+                # each program starts with another allocator: whatever the first run after
+                # another program pays (a cold page cache, THP compaction) is spread over all
+                turn = (run_index + index) % len(allocators)
+                for alloc in allocators[turn:] + allocators[:turn]:
                     if progress:
                         progress(done, total, "%s: %s" % (WORKLOAD, program.name), alloc.name)
                     sample = run_once(setup_, program, ctx, command, alloc, scale)
