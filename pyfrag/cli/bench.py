@@ -7,7 +7,11 @@ progress on stderr, prints one table of medians and ratios to pyfrag on
 stdout (stderr when --json - takes stdout), and returns 0 when every program
 ran, 1 when the programs are missing or one failed, 2 for a usage error
 (including --plot without matplotlib), 130 when interrupted. A peer that is
-not installed is skipped with a message on stderr. Missed targets are
+not installed is skipped with a message on stderr. The programs workload
+(pyfrag.tools.bench_programs) runs after the others, with the allocators of
+its own list, prints a table of its own and adds its results to the same
+report; a program that fails its output check under an allocator is shown
+in the table and makes the exit code 1. Missed targets are
 reported in the table, not in the exit code: this is a measurement.
 """
 from __future__ import annotations
@@ -16,7 +20,7 @@ import argparse
 import json
 import sys
 
-from ..tools import bench
+from ..tools import bench, bench_programs
 from ..tools.plot import load_pyplot
 
 DESCRIPTION = """\
@@ -41,9 +45,19 @@ workloads:
   threads  1, 2 and 4 threads running bursts on their own (scaling)
   churn    a window of 32768 live buffers with random lifetimes; peak RSS over
            peak live bytes and over the 32 KiB blocks live buffers pin
+  programs real programs and mimalloc-bench workloads (not run by default: minutes)
+           under pyfrag-frag, pyfrag-compact, pyfrag-adaptive (PYFRAG_ROUTE, THP),
+           glibc and the peers: peak RSS and wall time, ratios to mimalloc, the
+           tuning and held-out sets; mimalloc-bench's built programs are read
+           from %s (skipped with a message without it)
 allocators: %s (peers: apt-get install %s)
 exit: 0 ran, 1 programs missing or failed, 2 usage, 130 interrupted.""" % (
-    ",".join(bench.ALLOCATORS), " ".join(pkg for _, pkg in bench.PEERS.values()))
+    bench_programs.ENV_MIMALLOC_BENCH, ",".join(bench.ALLOCATORS + bench_programs.VARIANTS[:3]),
+    " ".join(pkg for _, pkg in bench.PEERS.values()))
+
+
+WORKLOADS = tuple(bench.WORKLOADS) + (bench_programs.WORKLOAD,)
+ALLOCATORS = tuple(dict.fromkeys(bench.ALLOCATORS + bench_programs.VARIANTS))
 
 
 def _list(choices):
@@ -74,18 +88,41 @@ def add_parser(subparsers) -> None:
         "bench", help="benchmarks side by side with glibc, jemalloc, mimalloc, tcmalloc",
         description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     add = parser.add_argument
-    add("--workload", type=_list(tuple(bench.WORKLOADS)), default=list(bench.WORKLOADS),
-        metavar="W[,W...]", help="workloads to run (default: all): %s" % ",".join(bench.WORKLOADS))
-    add("--allocators", type=_list(bench.ALLOCATORS), default=list(bench.ALLOCATORS),
+    add("--workload", type=_list(WORKLOADS), default=list(bench.WORKLOADS),
+        metavar="W[,W...]", help="workloads to run (default: %s): %s"
+        % (",".join(bench.WORKLOADS), ",".join(WORKLOADS)))
+    add("--allocators", type=_list(ALLOCATORS), default=list(ALLOCATORS),
         metavar="A[,A...]", help="allocators (default: all installed)")
     add("--runs", type=_positive(int), default=5, help="runs of each allocator (default 5)")
     add("--scale", type=_positive(float), default=1.0,
         help="multiply every program's op count (default 1; tests use 0.01)")
+    add("--programs", type=_list(tuple(p.name for p in bench_programs.PROGRAMS)),
+        metavar="P[,P...]", help="the programs workload runs only these (default: all)")
     add("--json", metavar="PATH", help="also write the report as JSON to PATH (- for stdout)")
     add("--plot", metavar="PATH.png", help="bar chart of the medians (needs matplotlib)")
     parser.set_defaults(run=run)
 
 
+
+
+def _setups(args):
+    """(native setup or None, programs setup or None): each workload with the allocators it knows."""
+    native_workloads = [w for w in args.workload if w in bench.WORKLOADS]
+    native = programs = None
+    if native_workloads:
+        names = [n for n in args.allocators if n in bench.ALLOCATORS]
+        if not names:
+            raise bench.BenchError("no allocator for %s among %s (choose from %s)"
+                                   % (",".join(native_workloads), ",".join(args.allocators),
+                                      ",".join(bench.ALLOCATORS)))
+        native = bench.setup(names, native_workloads)
+    if bench_programs.WORKLOAD in args.workload:
+        names = [n for n in args.allocators if n in bench_programs.VARIANTS]
+        if not names:
+            raise bench.BenchError("no allocator for programs among %s (choose from %s)"
+                                   % (",".join(args.allocators), ",".join(bench_programs.VARIANTS)))
+        programs = bench_programs.setup(names, args.programs)
+    return native, programs
 
 
 def run(args) -> int:
@@ -98,13 +135,17 @@ def run(args) -> int:
             return 2
     out = sys.stderr if args.json == "-" else sys.stdout
     try:
-        setup = bench.setup(args.allocators, args.workload)
+        native, programs = _setups(args)
     except bench.BenchError as exc:
         print("pyfrag bench: error: %s" % exc, file=sys.stderr)
         return 1
-    for name, why in setup.skipped.items():
+    skipped = dict(native.skipped if native else {}, **(programs.skipped if programs else {}))
+    for name, why in skipped.items():
         print("pyfrag bench: %s %s" % (name, why), file=sys.stderr)
-    if not setup.allocators:
+    if programs:
+        for note in programs.notes:
+            print("pyfrag bench: %s" % note, file=sys.stderr)
+    if (native and not native.allocators) or (programs and not programs.allocators):
         print("pyfrag bench: error: no allocator to run", file=sys.stderr)
         return 1
     tty = sys.stderr.isatty()
@@ -114,15 +155,32 @@ def run(args) -> int:
         if tty:
             print("\r\033[K" + line, end="", file=sys.stderr, flush=True)
 
+    report = programs_report = None
+    if plt is not None and not native:
+        print("pyfrag bench: error: --plot draws the ns-per-op workloads, not programs",
+              file=sys.stderr)
+        return 2
     try:
-        report = bench.run(setup, args.workload, args.runs, args.scale, progress)
+        if native:
+            report = bench.run(native, [w for w in args.workload if w in bench.WORKLOADS],
+                               args.runs, args.scale, progress)
+        if programs:
+            programs_report = bench_programs.run(programs, args.runs, args.scale, progress)
     except bench.BenchError as exc:
         print(("\n" if tty else "") + "pyfrag bench: error: %s" % exc, file=sys.stderr)
         return 1
     finally:
         if tty:
             print("\r\033[K", end="", file=sys.stderr, flush=True)
-    print(bench.table(report), file=out)
+    tables = []
+    if report:
+        tables.append(bench.table(report))
+        if plt is not None:
+            bench.plot(report, args.plot, plt)
+    if programs_report:
+        tables.append(bench_programs.table(programs_report))
+        report = bench_programs.merge(report, programs_report) if report else programs_report
+    print("\n\n".join(tables), file=out)
     if args.json == "-":
         json.dump(report, sys.stdout, indent=2)
         print()
@@ -130,6 +188,5 @@ def run(args) -> int:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)
             f.write("\n")
-    if plt is not None:
-        bench.plot(report, args.plot, plt)
-    return 0
+    failed = programs_report and programs_report[bench_programs.WORKLOAD]["failures"]
+    return 1 if failed else 0
