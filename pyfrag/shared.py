@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from ._native import loader
 from ._native.errors import FragError, IncompatibleArenaError, LibraryError  # noqa: F401
 from ._native.owner import NativeOwner
-from .cache import Fragment, _byte_view, check_align, check_int, check_size
+from .cache import Fragment, check_align, check_int, check_size
 from .stats import HugeShares, _sum_smaps
 
 STATS_VERSION = 1  # PF_SHARED_STATS_VERSION
@@ -431,8 +431,11 @@ class SharedFragment(Fragment):
     __slots__ = ("_offset", "_gone")
 
     def __init__(self, arena: SharedArena, address: int, size: int, offset: int):
-        super().__init__(arena, address, size)
-        self._base._arena = arena  # a view's buffer keeps the mapping's owner alive
+        self._cache = arena
+        self._address = address
+        self._size = size
+        self._live = True
+        self._access = None
         self._offset = offset
         self._gone = "freed"
 
@@ -445,33 +448,32 @@ class SharedFragment(Fragment):
     def arena(self) -> SharedArena:
         return self._cache
 
-    def _checked_base(self):
-        base = self._base
-        if base is None:
-            raise FragError("fragment at offset %d was %s" % (self._offset, self._gone))
+    def _gone_error(self) -> FragError:
+        return FragError("fragment at offset %d was %s" % (self._offset, self._gone))
+
+    def _new_base(self):
+        base = super()._new_base()
+        base._arena = self._cache  # a view's buffer keeps the mapping's owner alive
         return base
 
-    def _access_locked(self):
-        # no local holds the base while raising: a traceback kept alive would count in
-        # the refcount check of a close() orphaning this fragment
+    def _check_live_locked(self) -> None:
+        # an access needs the mapping: the arena open (close() takes the lock to mark it)
         if not self._cache._open:
             raise self._cache._closed_error()
-        return self._checked_base()
+        if not self._live:
+            raise self._gone_error()
 
     def _pin(self, export: bool = False) -> None:
         arena = self._cache
         with arena._lock:
-            self._access_locked()
-            self._pins += 1
+            self._access_locked().pins += 1
             if not export:  # an access in progress is a call in flight; an export is not
                 arena._count_in_locked()
-            if self._mv is None:
-                self._mv = _byte_view(self._base)
 
     def _unpin(self, export: bool = False) -> None:
         arena = self._cache
         with arena._lock:
-            self._pins -= 1
+            self._access.pins -= 1
             if not export:
                 arena._leave_locked()
 
@@ -486,10 +488,10 @@ class SharedFragment(Fragment):
         return self._offset, self._size
 
     def _orphan_locked(self) -> None:
-        if self._base is not None:
+        if self._live:
             self._give_up_locked("close the arena of", lambda: setattr(
                 self, "_gone", "left allocated when its arena was closed"))
 
     def __repr__(self) -> str:
-        state = "" if self._base is not None else " " + self._gone
+        state = "" if self._live else " " + self._gone
         return "<SharedFragment offset=%d size=%d%s>" % (self._offset, self._size, state)

@@ -5,7 +5,11 @@ Contract:
 - `SIGNATURES` lists every function pyfrag calls: (name, argtypes, restype,
   check). Handles are typed (pyfrag._native.handles). `check` says how a
   failure shows: POINTER (NULL), STATUS (-1), OFFSET (UINT64_MAX), or None
-  (the call cannot fail).
+  (the call cannot fail). `unchecked(cdll, name)` is the same function
+  without errcheck, for hot paths that test the result and raise
+  `last_error(cdll, name)` themselves; `raw(cdll, name, restype)` also
+  drops argtypes (ctypes' argument conversion is most of a call's cost)
+  for the per-fragment calls, whose arguments pyfrag makes itself.
 - `declare(cdll)` sets argtypes, restype and errcheck of every function on
   a loaded library; AttributeError names the first one it lacks. A checked
   call that fails raises pyfrag._native.errors.error_for(errno, text)
@@ -56,6 +60,13 @@ SIGNATURES = [
     ("pf_cache_alloc_align", [CacheHandle, c_size_t, c_size_t], c_void_p, POINTER_),
     ("pf_cache_free", [CacheHandle, c_void_p, c_size_t], c_int, STATUS),
     ("pf_cache_drain", [CacheHandle], None, None),
+    # bursts: Python checks every argument and reads errno itself (unchecked())
+    ("pf_cache_alloc_bulk", [CacheHandle, c_size_t, c_size_t, c_void_p], c_int, STATUS),
+    ("pf_cache_free_bulk", [CacheHandle, c_void_p, c_void_p, c_size_t], c_int, STATUS),
+    ("pf_recv_burst", [CacheHandle, c_int, c_size_t, c_uint, c_int, c_void_p, c_void_p,
+                       c_void_p, c_void_p], c_int, STATUS),
+    ("pf_send_burst", [c_int, c_void_p, c_void_p, c_uint, c_void_p, c_uint32, c_int], c_int,
+     STATUS),
     ("pf_alloc", [c_size_t], c_void_p, POINTER_),
     ("pf_alloc_align", [c_size_t, c_size_t], c_void_p, POINTER_),
     ("pf_thread_cache", [], CacheHandle, POINTER_),
@@ -95,18 +106,47 @@ SIGNATURES = [
 ]
 
 
+def last_error(cdll, name: str) -> Exception:
+    """The exception for the failed call `name` that just returned (read errno first)."""
+    err = ctypes.get_errno()  # read first: the next ctypes call overwrites it
+    message = cdll.pf_last_error_message()
+    err = err or cdll.pf_last_error() or _errno.EIO
+    text = message.decode(errors="replace") if message else os.strerror(err)
+    return error_for(err, "%s: %s [%s]" % (name, text, _errno.errorcode.get(err, str(err))))
+
+
 def _errcheck(cdll, failed):
     """The errcheck raising the library's error for a result that `failed`."""
     def check(result, func, args):
         if failed(result):
-            err = ctypes.get_errno()  # read first: the next ctypes call overwrites it
-            message = cdll.pf_last_error_message()
-            err = err or cdll.pf_last_error() or _errno.EIO
-            text = message.decode(errors="replace") if message else os.strerror(err)
-            name = _errno.errorcode.get(err, str(err))
-            raise error_for(err, "%s: %s [%s]" % (func.__name__, text, name))
+            raise last_error(cdll, func.__name__)
         return result
     return check
+
+
+_TABLE = {row[0]: row for row in SIGNATURES}
+
+
+def unchecked(cdll, name: str):
+    """A second function object for `name`, declared alike but without errcheck: for the hot
+    paths, which test the result themselves and raise last_error(cdll, name)."""
+    _, argtypes, restype, _ = _TABLE[name]
+    func = cdll[name]  # indexing makes a new function object; cdll.name stays checked
+    func.argtypes, func.restype = argtypes, restype
+    return func
+
+
+class Address(c_void_p):
+    """restype of raw() allocators: ctypes returns the instance itself (no int conversion),
+    and the instance goes back to C as it is."""
+
+
+def raw(cdll, name: str, restype):
+    """`name` with no argtypes and no errcheck, for the per-fragment calls: every argument
+    is made by pyfrag itself (a handle, an Address or c_void_p, an int checked before)."""
+    func = cdll[name]
+    func.restype = restype
+    return func
 
 
 def declare(cdll) -> None:
