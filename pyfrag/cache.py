@@ -142,10 +142,13 @@ class _HotCalls:
         cdll.pf_arena_range(ctypes.byref(base), ctypes.byref(size))
         self.window_base, self.window_size = base.value, size.value
         self.window = _byte_view((ctypes.c_char * size.value).from_address(base.value))
+        global _pf_cache_alloc, _pf_cache_free, _pf_free  # one dict lookup each, not two
+        _pf_cache_alloc, _pf_cache_free, _pf_free = self.cache_alloc, self.cache_free, self.free
         self.cdll = cdll
 
 
 _hot = _HotCalls()
+_pf_cache_alloc = _pf_cache_free = _pf_free = None  # set by _hot.bind()
 
 
 @dataclass(frozen=True)
@@ -210,7 +213,7 @@ class FragCache(NativeOwner):
         with self._lock:
             if not self._open or _get_ident() != self._owner:
                 self._check_usable()
-            address = _hot.cache_alloc(self._handle, size)  # an Address: no conversion
+            address = _pf_cache_alloc(self._handle, size)  # an Address: no conversion
             if not address:
                 raise last_error(_hot.cdll, "pf_cache_alloc")
             return Fragment(self, address.value, size)
@@ -540,17 +543,25 @@ class Fragment:
 
     def free(self) -> None:
         """Give the fragment back; any thread may call this, once."""
-        with self._cache._lock:
+        cache = self._cache
+        with cache._lock:
             if not self._live:
                 raise self._gone_error()
             if self._access is not None:
                 self._end_access_locked("free")
             self._live = False
-            try:
-                self._release_memory()
-            except BaseException:
-                self._live = True
-                raise
+            # (_release_memory inline: the cache's lock is held, so its close cannot run
+            # between the check and the call)
+            if cache._open and _get_ident() == cache._owner:
+                if not _pf_cache_free(cache._handle, _c_void_p(self._address), self._size):
+                    return
+                name = "pf_cache_free"
+            elif not _pf_free(_c_void_p(self._address)):
+                return
+            else:
+                name = "pf_free"
+            self._live = True
+            raise last_error(_hot.cdll, name)
 
     def page(self) -> PageInfo:
         """page_info() of the frag page holding this fragment."""

@@ -482,6 +482,10 @@ class SharedFragment(Fragment):
         loader.lib().pf_shared_free(self._cache._checked_handle(), self._address)
         self._gone = "freed"
 
+    def free(self) -> None:
+        """Give the fragment back, from any process that has the arena open; once."""
+        self._give_up("free", self._release_memory)
+
     def send(self) -> tuple:
         """Give up ownership without freeing: (offset, length) for another process's receive()."""
         self._give_up("send", lambda: setattr(self, "_gone", "sent"))
