@@ -178,6 +178,8 @@ class FragCache(NativeOwner):
     def __init__(self):
         cdll = loader.lib()
         _hot.bind(cdll)
+        self._window, self._window_base, self._window_size = (
+            _hot.window, _hot.window_base, _hot.window_size)
         self._owner = threading.get_ident()
         self._own(cdll.pf_cache_create(), cdll.pf_cache_destroy)
 
@@ -407,29 +409,36 @@ class Fragment:
     # The copies run under the lock: no Python code of the caller runs there (keys and
     # values are converted first), and free() cannot overlap them.
     def _window_start(self):
-        """Where the bytes start in _hot.window, or -1 (a shared fragment, another region)."""
-        start = self._address - _hot.window_base
-        if type(self) is Fragment and 0 <= start and start + self._size <= _hot.window_size:
+        """Where the bytes start in the owner's _window (one view over its whole memory,
+        never handed out), or -1 outside it. Only for code holding the owner's lock, after
+        _check_live_locked()."""
+        owner = self._cache
+        start = self._address - owner._window_base
+        if 0 <= start and start + self._size <= owner._window_size:
             return start
         return -1
 
     def __bytes__(self) -> bytes:
-        with self._cache._lock:
+        owner = self._cache
+        with owner._lock:
+            self._check_live_locked()
             start = self._window_start()
-            if start >= 0 and self._live:
-                with _hot.window[start:start + self._size] as part:
+            if start >= 0:
+                with owner._window[start:start + self._size] as part:
                     return part.tobytes()
             return self._access_locked().base.raw
 
     def __getitem__(self, key):
         if type(key) is int:
             index = key + self._size if key < 0 else key
-            with self._cache._lock:
+            owner = self._cache
+            with owner._lock:
+                self._check_live_locked()
                 start = self._window_start()
-                if start >= 0 and self._live:
+                if start >= 0:
                     if not 0 <= index < self._size:
                         raise IndexError("fragment index out of range")
-                    return _hot.window[start + index]
+                    return owner._window[start + index]
         key = _plain_key(key)
         with self._cache._lock:
             item = self._mv_locked()[key]
@@ -441,12 +450,14 @@ class Fragment:
     def __setitem__(self, key, value) -> None:
         if type(key) is int and type(value) is int:
             index = key + self._size if key < 0 else key
-            with self._cache._lock:
+            owner = self._cache
+            with owner._lock:
+                self._check_live_locked()
                 start = self._window_start()
-                if start >= 0 and self._live:
+                if start >= 0:
                     if not 0 <= index < self._size:
                         raise IndexError("fragment index out of range")
-                    _hot.window[start + index] = value  # ValueError unless 0..255
+                    owner._window[start + index] = value  # ValueError unless 0..255
                     return
         key = _plain_key(key)
         made = None  # a memoryview of the caller's buffer, obtained before the lock

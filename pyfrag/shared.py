@@ -50,11 +50,11 @@ from dataclasses import dataclass
 from ._native import loader
 from ._native.errors import FragError, IncompatibleArenaError, LibraryError  # noqa: F401
 from ._native.owner import NativeOwner
-from .cache import Fragment, check_align, check_int, check_size
+from .cache import Fragment, _byte_view, check_align, check_int, check_size
 from .stats import HugeShares, _sum_smaps
 
 STATS_VERSION = 1  # PF_SHARED_STATS_VERSION
-LAYOUT_VERSION = 3  # PF_SHARED_LAYOUT_VERSION
+LAYOUT_VERSION = 4  # PF_SHARED_LAYOUT_VERSION
 NAME_MAX = 48
 BACKINGS = {"auto": 0, "hugetlb": 1, "thp": 2, "4k": 3}
 BACKING_NAMES = {value: name for name, value in BACKINGS.items()}
@@ -240,7 +240,10 @@ class SharedArena(NativeOwner):
             handle = cdll.pf_shared_attach(raw_name, raw_dir)
         self._name = name
         self._directory = directory
-        self._fragments = weakref.WeakSet()  # live SharedFragments of this object
+        # live SharedFragments of this object that Python made a way to the bytes for (an
+        # _Access): close() ends it; the others' bytes are reached only through _window,
+        # under the lock, after checking that the arena is open
+        self._fragments = weakref.WeakSet()
         self._remove = remove
         created = None  # (path, device, inode) of the file this call created
         try:
@@ -251,6 +254,10 @@ class SharedArena(NativeOwner):
             first = self._stats_now(cdll, handle)
             self._base, self._map_bytes = first.base, first.map_bytes
             self._backing, self._size = first.backing_name, first.data_bytes
+            # one view over the mapping for item access and bytes() (pyfrag.cache:
+            # _window_start); released by close before the unmap
+            self._window = _byte_view((ctypes.c_char * first.map_bytes).from_address(first.base))
+            self._window_base, self._window_size = first.base, first.map_bytes
             # the lock (pyfrag._native.owner) also guards the state of every fragment of
             # this object
             self._own(handle, _close_handle, cdll.pf_shared_detach,
@@ -272,6 +279,7 @@ class SharedArena(NativeOwner):
         for frag in list(self._fragments):
             frag._orphan_locked()  # FragError (arena left open) if a view is exported
         loader.lib().pf_shared_thread_flush(self._handle)
+        self._window.release()  # only ever sliced under the lock, each slice released
 
     def _exit_failed(self) -> None:
         # one that cannot close (a view still exported) stays mapped; its name goes if it would
@@ -321,9 +329,8 @@ class SharedArena(NativeOwner):
 
     # -- fragments --
     def _fragment(self, address: int, size: int, offset: int) -> SharedFragment:
-        frag = SharedFragment(self, address, size, offset)
-        self._fragments.add(frag)
-        return frag
+        # registered in self._fragments by its first access (SharedFragment._access_locked)
+        return SharedFragment(self, address, size, offset)
 
     def alloc(self, size, align=None) -> SharedFragment:
         """A fragment of `size` bytes (1..32768) from this thread's cache, aligned if asked."""
@@ -339,6 +346,47 @@ class SharedArena(NativeOwner):
             return self._fragment(address, size, address - self._base)  # before close sees it
         finally:
             self._leave()
+
+    def alloc_many(self, n, size) -> list:
+        """n fragments of `size` bytes with one native call: all of them, or an exception."""
+        n = check_int(n, "count")
+        if n < 0:
+            raise ValueError("count must be >= 0, not %d" % n)
+        size = check_size(size)
+        out = (ctypes.c_void_p * n)()
+        with self._lock:
+            self._check_usable()
+            loader.lib().pf_shared_alloc_bulk(self._handle, size, n, out)
+            base = self._base
+            return [self._fragment(address, size, address - base) for address in out]
+
+    def free_many(self, frags) -> None:
+        """Free fragments of this arena with one native call. Checked first: a fragment of
+        another arena (ValueError), one freed already or in use (FragError) frees none."""
+        frags = list(frags)
+        count = len(frags)
+        addresses = (ctypes.c_void_p * count)()
+        with self._lock:
+            self._check_usable()
+            claimed = []
+            try:
+                for i, frag in enumerate(frags):
+                    if type(frag) is not SharedFragment or frag._cache is not self:
+                        raise ValueError("free_many() takes fragments of this arena; item %d "
+                                         "is %r" % (i, frag))
+                    if not frag._live:
+                        raise frag._gone_error()
+                    if frag._access is not None:
+                        frag._end_access_locked("free")
+                    frag._live = False
+                    claimed.append(frag)
+                    addresses[i] = frag._address
+            except BaseException:
+                for frag in claimed:
+                    frag._live = True
+                raise
+            # pf_free finds each fragment's arena; every one is tried, and they stay freed
+            loader.lib().pf_cache_free_bulk(None, addresses, None, count)
 
     def _check_offset(self, offset) -> int:
         offset = check_int(offset, "offset")
@@ -455,6 +503,11 @@ class SharedFragment(Fragment):
         base = super()._new_base()
         base._arena = self._cache  # a view's buffer keeps the mapping's owner alive
         return base
+
+    def _access_locked(self):
+        access = super()._access_locked()
+        self._cache._fragments.add(self)  # close() ends this access before the unmap
+        return access
 
     def _check_live_locked(self) -> None:
         # an access needs the mapping: the arena open (close() takes the lock to mark it)

@@ -92,6 +92,7 @@ SIGNATURES = [
     ("pf_shared_alloc", [ArenaHandle, c_size_t], c_void_p, POINTER_),
     ("pf_shared_alloc_align", [ArenaHandle, c_size_t, c_size_t], c_void_p, POINTER_),
     ("pf_shared_free", [ArenaHandle, c_void_p], c_int, STATUS),
+    ("pf_shared_alloc_bulk", [ArenaHandle, c_size_t, c_size_t, c_void_p], c_int, STATUS),
     ("pf_shared_offset", [ArenaHandle, c_void_p], c_uint64, OFFSET),
     ("pf_shared_address", [ArenaHandle, c_uint64], c_void_p, POINTER_),
     ("pf_shared_reap", [ArenaHandle], c_size_t, None),
@@ -101,6 +102,14 @@ SIGNATURES = [
     ("pf_shared_stats_field_count", [], c_size_t, None),
     ("pf_shared_stats_field_name", [c_size_t], c_char_p, None),
     ("pf_shared_stats_field_doc", [c_size_t], c_char_p, None),
+    # rings in a shared arena (put/get/wait unchecked: pyfrag.shared_ring reads errno)
+    ("pf_shared_ring_create", [ArenaHandle, c_char_p, c_uint32], c_void_p, POINTER_),
+    ("pf_shared_ring_attach", [ArenaHandle, c_char_p], c_void_p, POINTER_),
+    ("pf_shared_ring_capacity", [ArenaHandle, c_void_p], c_int, STATUS),
+    ("pf_shared_ring_count", [ArenaHandle, c_void_p], c_int, STATUS),
+    ("pf_shared_ring_put", [ArenaHandle, c_void_p, c_void_p, c_void_p, c_uint], c_int, STATUS),
+    ("pf_shared_ring_get", [ArenaHandle, c_void_p, c_void_p, c_void_p, c_uint], c_int, STATUS),
+    ("pf_shared_ring_wait", [ArenaHandle, c_void_p, c_int, c_longlong], c_int, STATUS),
     ("pf_last_error", [], c_int, None),
     ("pf_last_error_message", [], c_char_p, None),
 ]

@@ -2,7 +2,7 @@
 /*
  * Bursts (pyfrag.h): many fragments per call, so that a caller paying a
  * fixed price per call (Python through ctypes) pays it once per burst.
- * pf_cache_alloc_bulk is all or nothing; pf_cache_free_bulk frees every
+ * pf_cache_alloc_bulk (and pf_shared_alloc_bulk) is all or nothing; pf_cache_free_bulk frees every
  * fragment it is given and reports the first failure; pf_recv_burst fills
  * fragments from one recvmmsg and frees those no datagram filled, so a
  * failed call leaves nothing allocated; pf_send_burst is one sendmmsg.
@@ -37,6 +37,26 @@ int pf_cache_alloc_bulk(pf_cache_t *cache, size_t fragsz, size_t n, void **out)
 			int err = errno;
 			const char *message = pf_last_error_message();
 			free_newest_first(cache, out, NULL, fragsz, i);
+			pf__fail(err, message);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+int pf_shared_alloc_bulk(pf_shared_t *arena, size_t fragsz, size_t n, void **out)
+{
+	if (!out && n) {
+		pf__fail(EINVAL, "out must not be NULL");
+		return -1;
+	}
+	for (size_t i = 0; i < n; i++) {
+		out[i] = pf_shared_alloc(arena, fragsz);
+		if (!out[i]) {
+			int err = errno;
+			const char *message = pf_last_error_message();
+			while (i--)
+				pf_shared_free(arena, out[i]);
 			pf__fail(err, message);
 			return -1;
 		}
