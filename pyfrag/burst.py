@@ -5,8 +5,10 @@ Contract:
 - `sock` is a datagram socket object (socket.socket, or anything with
   fileno(); SOCK_DGRAM or SOCK_SEQPACKET when it says its .type, else
   ValueError); a closed one (fileno() -1) raises OSError(EBADF).
-- recv_burst(cache, sock, n, size, addresses) makes one native call
-  (pf_recv_burst) per attempt, under the cache's lock, never blocking
+- recv_burst(owner, sock, n, size, addresses) makes one native call
+  (pf_recv_burst, or pf_shared_recv_burst when the owner is a SharedArena:
+  SharedFragments to hand to other processes) per attempt, under the
+  owner's lock, never blocking
   there: it asks with MSG_DONTWAIT and, when nothing waits and the socket
   blocks (timeout None, or > 0), waits for it with poll() outside the lock
   and asks again. A non-blocking socket (timeout 0) that is empty raises
@@ -39,7 +41,7 @@ from contextlib import ExitStack
 
 from ._native import loader
 from ._native.signatures import last_error
-from .cache import Fragment, _hot, check_int, check_size
+from .cache import FragCache, Fragment, _hot, check_int, check_size
 
 BURST_MAX = 256  # PF_BURST_MAX
 SOCKADDR_STORAGE = 128  # sizeof(struct sockaddr_storage)
@@ -169,11 +171,18 @@ def recv_burst(cache, sock, n=32, size=2048, addresses=False) -> list:
                 arrays = cache._recv_arrays = _RecvArrays()
             names = arrays.names if addresses else None
             namelens = arrays.namelens if addresses else None
-            got = _hot.recv_burst(cache._handle, fd, size, n, socket.MSG_DONTWAIT,
-                                  arrays.frags, arrays.lens, names, namelens)
+            shared = not isinstance(cache, FragCache)
+            receive = _hot.shared_recv_burst if shared else _hot.recv_burst
+            got = receive(cache._handle, fd, size, n, socket.MSG_DONTWAIT,
+                          arrays.frags, arrays.lens, names, namelens)
             if got > 0:
-                frags = [Fragment(cache, address, length)
-                         for address, length in zip(arrays.frags[:got], arrays.lens[:got])]
+                pairs = zip(arrays.frags[:got], arrays.lens[:got])
+                if shared:
+                    base = cache._base
+                    frags = [cache._fragment(address, length, address - base)
+                             for address, length in pairs]
+                else:
+                    frags = [Fragment(cache, address, length) for address, length in pairs]
                 if not addresses:
                     return frags
                 raw = names.raw

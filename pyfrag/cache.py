@@ -135,6 +135,7 @@ class _HotCalls:
         self.free_bulk = unchecked(cdll, "pf_cache_free_bulk")
         self.recv_burst = unchecked(cdll, "pf_recv_burst")
         self.send_burst = unchecked(cdll, "pf_send_burst")
+        self.shared_recv_burst = unchecked(cdll, "pf_shared_recv_burst")
         # One 'B' view over the private arena's first region: item access and bytes() of a
         # private fragment index it, instead of making a view per fragment. Never handed
         # out; only code holding the fragment's lock, after checking it is live, uses it.

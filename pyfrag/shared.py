@@ -388,6 +388,18 @@ class SharedArena(NativeOwner):
             # pf_free finds each fragment's arena; every one is tried, and they stay freed
             loader.lib().pf_cache_free_bulk(None, addresses, None, count)
 
+    def recv_burst(self, sock, n=32, size=2048, *, addresses=False) -> list:
+        """FragCache.recv_burst into fragments of this arena (pyfrag.burst)."""
+        from . import burst
+        from .cache import _hot
+        _hot.bind(loader.lib())
+        return burst.recv_burst(self, sock, n, size, addresses)
+
+    def send_burst(self, sock, frags, address=None) -> int:
+        """pyfrag.burst.send_burst(sock, frags, address)."""
+        from . import burst
+        return burst.send_burst(sock, frags, address)
+
     def _check_offset(self, offset) -> int:
         offset = check_int(offset, "offset")
         if offset < 0:

@@ -283,3 +283,25 @@ def test_send_burst_nonblocking_full(cache):
                 sent += burst.send_burst(a, [frag] * 16)
         assert sent > 0
         frag.free()
+
+
+def test_shared_arena_recv_burst_gives_shared_fragments(pair):
+    a, b = pair
+    name = "burst-shared-%d" % id(pair)
+    with pyfrag.SharedArena(name, create=True, size=4 << 20) as arena:
+        start = arena.stats()
+        for i in range(3):
+            a.send(bytes([i]) * 50)
+        frags = arena.recv_burst(b, n=8, size=100)
+        assert [type(f) for f in frags] == [pyfrag.SharedFragment] * 3
+        assert [bytes(f) for f in frags] == [bytes([i]) * 50 for i in range(3)]
+        assert arena.stats().allocs - start.allocs == 8  # one bulk allocation...
+        assert arena.stats().frees - start.frees == 5  # ...the unfilled freed at once
+        b.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            arena.recv_burst(b)
+        assert arena.send_burst(a, frags) == 3
+        assert [b.recv(100) for _ in range(3)] == [bytes([i]) * 50 for i in range(3)]
+        arena.free_many(frags)
+        end = arena.stats()
+        assert end.allocs - start.allocs == end.frees - start.frees

@@ -94,6 +94,9 @@ PF_API void *pf_shared_alloc(pf_shared_t *arena, size_t fragsz);
 PF_API void *pf_shared_alloc_align(pf_shared_t *arena, size_t fragsz, size_t align);
 /* n fragments into out[0..n) with one call: all of them, or -1 with errno and none (pf_cache_free_bulk(NULL, ...) frees many). */
 PF_API int pf_shared_alloc_bulk(pf_shared_t *arena, size_t fragsz, size_t n, void **out);
+/* pf_recv_burst (pyfrag.h) into fragments of this arena: hand them to another process. */
+PF_API int pf_shared_recv_burst(pf_shared_t *arena, int fd, size_t size, unsigned n, int flags,
+				void **frags, uint32_t *lens, void *names, uint32_t *namelens);
 /* Free the fragment containing addr, whichever process allocated it. -1/EINVAL if it is not one. */
 PF_API int pf_shared_free(pf_shared_t *arena, void *addr);
 

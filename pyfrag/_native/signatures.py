@@ -65,6 +65,8 @@ SIGNATURES = [
     ("pf_cache_free_bulk", [CacheHandle, c_void_p, c_void_p, c_size_t], c_int, STATUS),
     ("pf_recv_burst", [CacheHandle, c_int, c_size_t, c_uint, c_int, c_void_p, c_void_p,
                        c_void_p, c_void_p], c_int, STATUS),
+    ("pf_shared_recv_burst", [ArenaHandle, c_int, c_size_t, c_uint, c_int, c_void_p, c_void_p,
+                              c_void_p, c_void_p], c_int, STATUS),
     ("pf_send_burst", [c_int, c_void_p, c_void_p, c_uint, c_void_p, c_uint32, c_int], c_int,
      STATUS),
     ("pf_alloc", [c_size_t], c_void_p, POINTER_),

@@ -106,8 +106,30 @@ static int socket_failed(const char *message)
 	return -1;
 }
 
-int pf_recv_burst(pf_cache_t *cache, int fd, size_t size, unsigned n, int flags, void **frags,
-		  uint32_t *lens, void *names, uint32_t *namelens)
+/* Where pf_recv_burst's fragments come from: a private cache or a shared arena. */
+struct rx_source {
+	pf_cache_t *cache;
+	pf_shared_t *arena;
+};
+
+static int rx_alloc(const struct rx_source *src, size_t size, unsigned n, void **frags)
+{
+	return src->cache ? pf_cache_alloc_bulk(src->cache, size, n, frags)
+			  : pf_shared_alloc_bulk(src->arena, size, n, frags);
+}
+
+static void rx_free(const struct rx_source *src, void **frags, size_t size, unsigned n)
+{
+	if (src->cache) {
+		free_newest_first(src->cache, frags, NULL, size, n);
+		return;
+	}
+	while (n--)
+		pf_shared_free(src->arena, frags[n]);
+}
+
+static int recv_into(const struct rx_source *src, int fd, size_t size, unsigned n, int flags,
+		     void **frags, uint32_t *lens, void *names, uint32_t *namelens)
 {
 	if (check_burst(fd, n, frags, lens) != 0)
 		return -1;
@@ -115,7 +137,7 @@ int pf_recv_burst(pf_cache_t *cache, int fd, size_t size, unsigned n, int flags,
 		pf__fail(EINVAL, "namelens must be given with names");
 		return -1;
 	}
-	if (pf_cache_alloc_bulk(cache, size, n, frags) != 0)
+	if (rx_alloc(src, size, n, frags) != 0)
 		return -1;
 	struct mmsghdr msgs[PF_BURST_MAX];
 	struct iovec iov[PF_BURST_MAX];
@@ -132,17 +154,35 @@ int pf_recv_burst(pf_cache_t *cache, int fd, size_t size, unsigned n, int flags,
 	int got = recvmmsg(fd, msgs, n, flags, NULL);
 	if (got < 0) {
 		int err = errno;
-		free_newest_first(cache, frags, NULL, size, n);
+		rx_free(src, frags, size, n);
 		errno = err;
 		return socket_failed("recvmmsg failed");
 	}
-	free_newest_first(cache, frags + got, NULL, size, n - (unsigned)got);
+	rx_free(src, frags + got, size, n - (unsigned)got);
 	for (int i = 0; i < got; i++) {
 		lens[i] = msgs[i].msg_len;
 		if (names)
 			namelens[i] = msgs[i].msg_hdr.msg_namelen;
 	}
 	return got;
+}
+
+int pf_recv_burst(pf_cache_t *cache, int fd, size_t size, unsigned n, int flags, void **frags,
+		  uint32_t *lens, void *names, uint32_t *namelens)
+{
+	if (!cache) {
+		pf__fail(EINVAL, "cache is NULL");
+		return -1;
+	}
+	struct rx_source src = { cache, NULL };
+	return recv_into(&src, fd, size, n, flags, frags, lens, names, namelens);
+}
+
+int pf_shared_recv_burst(pf_shared_t *arena, int fd, size_t size, unsigned n, int flags,
+			 void **frags, uint32_t *lens, void *names, uint32_t *namelens)
+{
+	struct rx_source src = { NULL, arena };
+	return recv_into(&src, fd, size, n, flags, frags, lens, names, namelens);
 }
 
 int pf_send_burst(int fd, void *const *frags, const uint32_t *lens, unsigned n, const void *name,
