@@ -16,7 +16,7 @@ import argparse
 import json
 import sys
 
-from ..tools import bench
+from ..tools import bench, bench_python
 from ..tools.plot import load_pyplot
 
 DESCRIPTION = """\
@@ -41,6 +41,10 @@ workloads:
   threads  1, 2 and 4 threads running bursts on their own (scaling)
   churn    a window of 32768 live buffers with random lifetimes; peak RSS over
            peak live bytes and over the 32 KiB blocks live buffers pin
+  python   (not in the default set) what a Python packet loop pays: pyfrag's
+           per-fragment and burst calls and SharedRing against bytearray, slices
+           of a preallocated bytearray, multiprocessing.Queue with bytes and
+           shared_memory offsets through a Queue (pyfrag.tools.bench_python)
 allocators: %s (peers: apt-get install %s)
 exit: 0 ran, 1 programs missing or failed, 2 usage, 130 interrupted.""" % (
     ",".join(bench.ALLOCATORS), " ".join(pkg for _, pkg in bench.PEERS.values()))
@@ -74,7 +78,8 @@ def add_parser(subparsers) -> None:
         "bench", help="benchmarks side by side with glibc, jemalloc, mimalloc, tcmalloc",
         description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     add = parser.add_argument
-    add("--workload", type=_list(tuple(bench.WORKLOADS)), default=list(bench.WORKLOADS),
+    add("--workload", type=_list(tuple(bench.WORKLOADS) + (bench_python.WORKLOAD,)),
+        default=list(bench.WORKLOADS),
         metavar="W[,W...]", help="workloads to run (default: all): %s" % ",".join(bench.WORKLOADS))
     add("--allocators", type=_list(bench.ALLOCATORS), default=list(bench.ALLOCATORS),
         metavar="A[,A...]", help="allocators (default: all installed)")
@@ -97,8 +102,11 @@ def run(args) -> int:
                   file=sys.stderr)
             return 2
     out = sys.stderr if args.json == "-" else sys.stdout
+    native = [w for w in args.workload if w != bench_python.WORKLOAD]
+    if not native:
+        return _run_python(args, out, None)
     try:
-        setup = bench.setup(args.allocators, args.workload)
+        setup = bench.setup(args.allocators, native)
     except bench.BenchError as exc:
         print("pyfrag bench: error: %s" % exc, file=sys.stderr)
         return 1
@@ -115,7 +123,7 @@ def run(args) -> int:
             print("\r\033[K" + line, end="", file=sys.stderr, flush=True)
 
     try:
-        report = bench.run(setup, args.workload, args.runs, args.scale, progress)
+        report = bench.run(setup, native, args.runs, args.scale, progress)
     except bench.BenchError as exc:
         print(("\n" if tty else "") + "pyfrag bench: error: %s" % exc, file=sys.stderr)
         return 1
@@ -123,6 +131,15 @@ def run(args) -> int:
         if tty:
             print("\r\033[K", end="", file=sys.stderr, flush=True)
     print(bench.table(report), file=out)
+    if bench_python.WORKLOAD in args.workload:
+        return _run_python(args, out, report, plt)
+    _write_json(args, report)
+    if plt is not None:
+        bench.plot(report, args.plot, plt)
+    return 0
+
+
+def _write_json(args, report) -> None:
     if args.json == "-":
         json.dump(report, sys.stdout, indent=2)
         print()
@@ -130,6 +147,20 @@ def run(args) -> int:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)
             f.write("\n")
-    if plt is not None:
-        bench.plot(report, args.plot, plt)
+
+
+def _run_python(args, out, native_report, plt=None) -> int:
+    """The python workload (its own process and timing); its report joins the native one."""
+    try:
+        report = bench_python.run(args.runs, args.scale)
+    except Exception as exc:  # noqa: BLE001 - a measurement that failed, said plainly
+        print("pyfrag bench: error: python workload: %s" % exc, file=sys.stderr)
+        return 1
+    print(bench_python.table(report), file=out)
+    if native_report is not None:
+        native_report["python"] = report
+        report = native_report
+        if plt is not None:
+            bench.plot(native_report, args.plot, plt)
+    _write_json(args, report)
     return 0

@@ -13,6 +13,8 @@ Contract:
 - The process cases (the hand-over row) start one consumer process per run
   (fork) and time from the first put, once the consumer said it is ready,
   to the consumer's last get.
+- report["targets"] says for each of issue 17's targets what was measured
+  and whether it was met (a measurement: never an exit code).
 - Nothing here loads psutil or numpy; the library loads on the first case.
 """
 from __future__ import annotations
@@ -26,6 +28,7 @@ from multiprocessing import shared_memory
 
 import pyfrag
 
+WORKLOAD = "python"  # the name `pyfrag bench --workload` knows it by
 PACKET = 1500
 BURST = 32
 COUNT = 20000  # packets per case per run at scale 1
@@ -356,8 +359,35 @@ def run(runs: int = 5, scale: float = 1.0, progress=None) -> dict:
                         "packets_per_second": 1e6 / median if median else None,
                         "ratio_to_baseline": median / medians[baseline],
                         "samples_us_per_packet": samples[case]})
-    return {"workload": "python", "runs": runs, "scale": scale,
-            "load_average": os.getloadavg()[0], "results": results}
+    return {"workload": WORKLOAD, "runs": runs, "scale": scale,
+            "load_average": os.getloadavg()[0], "results": results,
+            "targets": targets(medians)}
+
+
+# issue 17's targets: (what, case, baseline or None, bound, "us" (<= bound) or "ratio"
+# (case / baseline <= bound) or "speedup" (baseline / case >= bound))
+TARGETS = [
+    ("alloc + free of one fragment <= 1.0 us", "pyfrag alloc+free", None, 1.0, "us"),
+    ("the same in a with block <= 1.3 us", "pyfrag with alloc", None, 1.3, "us"),
+    ("32 datagrams in one burst <= 0.3x 32 recv_into(bytearray)",
+     "pyfrag recv_burst(n=32) + free_many", "32 recv_into(bytearray)", 0.3, "ratio"),
+    ("ring >= 10x the packets/s of multiprocessing.Queue with bytes",
+     "SharedRing alloc_many/put_many/get_many/free_many (32)", "bytes via Queue", 10.0,
+     "speedup"),
+]
+
+
+def targets(medians: dict) -> list:
+    rows = []
+    for what, case, baseline, bound, kind in TARGETS:
+        value = medians[case]
+        if kind == "ratio":
+            value = value / medians[baseline]
+        elif kind == "speedup":
+            value = medians[baseline] / value
+        met = value >= bound if kind == "speedup" else value <= bound
+        rows.append({"target": what, "measured": value, "unit": kind, "met": met})
+    return rows
 
 
 def table(report: dict) -> str:
@@ -371,4 +401,11 @@ def table(report: dict) -> str:
         lines.append("| %s | %s | %.3f | %.0f | %.2f (vs %s) |"
                      % (row, item["case"], item["median_us_per_packet"],
                         item["packets_per_second"], item["ratio_to_baseline"], item["baseline"]))
+    lines.append("")
+    for row in report["targets"]:
+        lines.append("target %s: measured %.3g%s, %s" % (
+            row["target"], row["measured"], {"us": " us", "ratio": "x", "speedup": "x"}[row["unit"]],
+            "met" if row["met"] else "MISSED"))
+    lines.append("(median of %d runs, load average %.2f at the end)"
+                 % (report["runs"], report["load_average"]))
     return "\n".join(lines)
