@@ -30,6 +30,7 @@ Contract:
 """
 from __future__ import annotations
 
+import _socket
 import ctypes
 import errno as _errno
 import os
@@ -50,8 +51,11 @@ _DATAGRAM_KINDS = (socket.SOCK_DGRAM, socket.SOCK_SEQPACKET)
 
 # ---- sockets ------------------------------------------------------------------------
 
+_RAW_TYPE = _socket.socket.__dict__["type"].__get__  # the int, without socket.py's enum
+
+
 def _fileno(sock) -> int:
-    kind = getattr(sock, "type", None)
+    kind = _RAW_TYPE(sock) if isinstance(sock, _socket.socket) else getattr(sock, "type", None)
     if isinstance(kind, int) and (kind & 0xF) not in _DATAGRAM_KINDS:
         raise ValueError("bursts are for datagram sockets (SOCK_DGRAM, SOCK_SEQPACKET), not %s"
                          % getattr(kind, "name", kind))
@@ -60,7 +64,8 @@ def _fileno(sock) -> int:
     except AttributeError:
         raise TypeError("a socket (with fileno()) is needed, not %s"
                         % type(sock).__name__) from None
-    fd = check_int(fd, "fileno()")
+    if type(fd) is not int:
+        fd = check_int(fd, "fileno()")
     if fd < 0:
         raise OSError(_errno.EBADF, "the socket is closed")
     return fd
@@ -96,7 +101,8 @@ def _socket_error(name: str) -> Exception:
 
 
 def _check_count(n) -> int:
-    n = check_int(n, "n")
+    if type(n) is not int:
+        n = check_int(n, "n")
     if not 1 <= n <= BURST_MAX:
         raise ValueError("a burst is 1..%d datagrams, not %d" % (BURST_MAX, n))
     return n
@@ -160,7 +166,8 @@ class _RecvArrays:
 def recv_burst(cache, sock, n=32, size=2048, addresses=False) -> list:
     fd = _fileno(sock)
     n = _check_count(n)
-    size = check_size(size)
+    if type(size) is not int or not 0 < size <= 32768:
+        size = check_size(size)
     timeout = _timeout(sock)
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
