@@ -9,27 +9,33 @@ Contract:
   raise TypeError, and bad values (a size < 1 or > 32768, an alignment not a
   power of two in 1..32768) ValueError, before C is called; exhaustion
   raises MemoryError.
-- Each call into C on a FragCache is a call in flight (pyfrag._native.owner):
-  close() waits for them and never overlaps one, and later calls raise
-  FragError; a close() re-entered from inside a call (a signal handler, a
-  __del__) is refused. The cache's lock guards each of its fragments' state
-  (freed or not, pins).
+- alloc(), alloc_many(), recv_burst() and free() make one native call each,
+  under the cache's lock (re-entrant): close() takes the same lock, so it
+  never overlaps one, and later calls raise FragError; a close() re-entered
+  from inside a call (a signal handler, a __del__) is refused. The other
+  calls into C count as calls in flight (pyfrag._native.owner). The cache's
+  lock guards each of its fragments' state (freed or not, views, pins).
 - A Fragment may outlive its cache and be freed from any thread; free()
   takes the cache's fast path only on the owner thread while the cache is
   open, and pf_free() otherwise. A second free() raises FragError.
 - Memory safety rule: Python code can reach a fragment's bytes only while it
-  is allocated. Every access (bytes(), indexing, slicing, item and slice
-  assignment, and on Python >= 3.12 each live `memoryview(frag)`) holds a
-  pin on the fragment, taken and dropped under the owner's lock, while it
-  reads or writes; no Python code of the caller runs while bytes(), an index
-  or an assignment holds its pin (keys and values are converted first).
-  frag.view() takes no pin: free() releases every memoryview that view()
-  handed out, under the same lock. If the fragment is pinned, or
-  anything still holds the bytes (an export of such a view, a slice of it,
-  its `.obj`), free() raises FragError ("in use") and the fragment stays
-  allocated: drop or release the holder (or let the other thread finish)
-  and call free() again. Fragments never freed are leaked, like malloc: their
-  address may have been handed to C, so nothing frees them behind your back.
+  is allocated. bytes(), indexing, slicing and item and slice assignment run
+  under the owner's lock, after checking the fragment is live (keys and
+  values are converted first, so no Python code of the caller runs there);
+  private fragments are read and written through one view over the arena
+  that is never handed out, and no ctypes object is made for a fragment
+  until view() (or a slice of a fragment outside that view) needs one. On
+  Python >= 3.12 each live `memoryview(frag)` holds a pin. frag.view() takes
+  no pin: free() releases every memoryview that view() handed out, under
+  the same lock. If the fragment is pinned, or anything still holds the
+  bytes (an export of such a view, a slice of it, its `.obj`), free() raises
+  FragError ("in use") and the fragment stays allocated: drop or release
+  the holder and call free() again. Fragments never freed are leaked, like
+  malloc: their address may have been handed to C, so nothing frees them
+  behind your back.
+- alloc_many(n, size) is all or nothing; free_many(frags) checks every
+  fragment first (of this cache, live, not in use) and frees none if one
+  fails, then frees them all with one native call.
 - Neither a FragCache nor a Fragment can be copied or pickled (TypeError): a
   copy would be a second owner of the same C object, and a deep copy of a
   Fragment a private buffer whose free() would free the real fragment again.
