@@ -19,7 +19,9 @@ Contract:
   put_many(frags) puts them all in order (blocking), or as many as fit
   (block=False: how many; queue.Full if none fit); the rest stay the
   caller's. get_many(n) returns 1..n fragments (blocking) or 0..n.
-  Waiting happens in C outside every lock (other threads go on).
+  Waiting happens in C outside every lock (other threads go on), in slices
+  of at most 50 ms, so a close() of the arena from another thread ends a
+  blocked get() or put() with FragError within one slice.
 - One producer process and one consumer process at a time (threads of one
   process are serialized by the arena's lock): another live process's put
   (get) raises FragError (EBUSY); once that process died its role can be
@@ -42,6 +44,7 @@ from .shared import SharedArena, SharedFragment, check_name
 
 CAPACITY_MAX = 2048  # PF_SHARED_RING_MAX_SLOTS
 BATCH = 256  # entries per native call in put_many/get_many
+WAIT_SLICE = 0.05  # seconds of one native wait: a close() waits for no longer
 
 
 class _Calls:
@@ -124,18 +127,23 @@ class SharedRing:
 
     # -- waiting (outside every lock) --
     def _wait(self, for_put: bool, deadline) -> None:
+        """Wait (in slices of at most WAIT_SLICE s, so that a close() from another thread
+        is not held up longer) until the ring may have changed; queue.Full/Empty past the
+        deadline, BrokenPipeError when the other side died."""
         full = queue.Full if for_put else queue.Empty
         if deadline == 0:
             raise full()
-        left = -1 if deadline is None else max(0, int((deadline - time.monotonic()) * 1e9))
+        left = WAIT_SLICE if deadline is None else min(WAIT_SLICE, deadline - time.monotonic())
         handle = self._arena._enter()
         try:
-            failed = _calls.wait(handle, self._ring, int(for_put), left)
+            failed = _calls.wait(handle, self._ring, int(for_put), max(0, int(left * 1e9)))
             err = ctypes.get_errno() if failed else 0
         finally:
             self._arena._leave()
         if err == _errno.ETIMEDOUT:
-            raise full()
+            if deadline is not None and time.monotonic() >= deadline:
+                raise full()
+            return  # a slice ended: the caller tries again (and sees a close)
         if err == _errno.EPIPE:
             raise BrokenPipeError(err, "SharedRing %r: the process on the other side died"
                                   % self._name)

@@ -239,3 +239,23 @@ def test_peer_killed_mid_transfer(arena, name):
     stats = arena.stats()
     # the dead producer held only its cache: everything it put was freed here
     assert stats.allocs - stats.frees == 1  # the ring's block
+
+
+def test_close_from_another_thread_ends_a_blocked_get(arena):
+    import threading
+    ring = pyfrag.SharedRing(arena, "r", create=True, capacity=4)
+    errors = []
+
+    def blocked():
+        try:
+            ring.get()  # no timeout: only the close ends it
+        except pyfrag.FragError as exc:
+            errors.append(exc)
+    waiter = threading.Thread(target=blocked)
+    waiter.start()
+    time.sleep(0.1)
+    start = time.monotonic()
+    arena.close()
+    waiter.join(10)
+    assert not waiter.is_alive() and errors and "closed" in str(errors[0])
+    assert time.monotonic() - start < 5
