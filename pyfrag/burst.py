@@ -185,9 +185,8 @@ def recv_burst(cache, sock, n=32, size=2048, addresses=False) -> list:
             if got > 0:
                 pairs = zip(arrays.frags[:got], arrays.lens[:got])
                 if shared:
-                    base = cache._base
-                    frags = [cache._fragment(address, length, address - base)
-                             for address, length in pairs]
+                    make = type(cache)._fragment_type
+                    frags = [make(cache, address, length) for address, length in pairs]
                 else:
                     frags = [Fragment(cache, address, length) for address, length in pairs]
                 if not addresses:

@@ -328,9 +328,11 @@ class SharedArena(NativeOwner):
         return self._backing
 
     # -- fragments --
+    _fragment_type = None  # SharedFragment, set below (pyfrag.burst makes them)
+
     def _fragment(self, address: int, size: int, offset: int) -> SharedFragment:
         # registered in self._fragments by its first access (SharedFragment._access_locked)
-        return SharedFragment(self, address, size, offset)
+        return SharedFragment(self, address, size)
 
     def alloc(self, size, align=None) -> SharedFragment:
         """A fragment of `size` bytes (1..32768) from this thread's cache, aligned if asked."""
@@ -357,8 +359,7 @@ class SharedArena(NativeOwner):
         with self._lock:
             self._check_usable()
             loader.lib().pf_shared_alloc_bulk(self._handle, size, n, out)
-            base = self._base
-            return [self._fragment(address, size, address - base) for address in out]
+            return [SharedFragment(self, address, size) for address in out]
 
     def free_many(self, frags) -> None:
         """Free fragments of this arena with one native call. Checked first: a fragment of
@@ -488,28 +489,32 @@ class SharedArena(NativeOwner):
 class SharedFragment(Fragment):
     """`size` bytes at `offset` in a SharedArena; a Fragment that can also be sent."""
 
-    __slots__ = ("_offset", "_gone")
+    # Fragment.__init__(arena, address, size) makes one: the offset is computed, and
+    # _gone is set only when the fragment goes other than by free() (unset: "freed")
+    __slots__ = ("_gone",)
 
-    def __init__(self, arena: SharedArena, address: int, size: int, offset: int):
-        self._cache = arena
-        self._address = address
-        self._size = size
-        self._live = True
-        self._access = None
-        self._offset = offset
-        self._gone = "freed"
+    @property
+    def _offset(self) -> int:
+        return self._address - self._cache._base
 
     @property
     def offset(self) -> int:
         """Where the fragment is, from the arena's base: what to send to another process."""
-        return self._offset
+        return self._address - self._cache._base
+
+    @property
+    def _gone_how(self) -> str:
+        try:
+            return self._gone
+        except AttributeError:
+            return "freed"
 
     @property
     def arena(self) -> SharedArena:
         return self._cache
 
     def _gone_error(self) -> FragError:
-        return FragError("fragment at offset %d was %s" % (self._offset, self._gone))
+        return FragError("fragment at offset %d was %s" % (self._offset, self._gone_how))
 
     def _new_base(self):
         base = super()._new_base()
@@ -562,5 +567,8 @@ class SharedFragment(Fragment):
                 self, "_gone", "left allocated when its arena was closed"))
 
     def __repr__(self) -> str:
-        state = "" if self._live else " " + self._gone
+        state = "" if self._live else " " + self._gone_how
         return "<SharedFragment offset=%d size=%d%s>" % (self._offset, self._size, state)
+
+
+SharedArena._fragment_type = SharedFragment

@@ -214,8 +214,7 @@ class SharedRing:
             got = _calls.get(arena._handle, self._ring, self._frags, self._lens, n)
             if got < 0:
                 raise last_error(_calls.cdll, "pf_shared_ring_get")
-            base = arena._base
-            return [arena._fragment(address, length, address - base)
+            return [SharedFragment(arena, address, length)
                     for address, length in zip(self._frags[:got], self._lens[:got])]
 
     def get(self, block=True, timeout=None) -> SharedFragment:
