@@ -157,6 +157,7 @@ class SharedRing:
         with arena._lock:
             arena._check_usable()
             claimed = []
+            addresses, lens, claim = self._frags, self._lens, claimed.append
             try:
                 for i, frag in enumerate(frags):
                     if type(frag) is not SharedFragment or frag._cache is not arena:
@@ -167,8 +168,9 @@ class SharedRing:
                     if frag._access is not None:
                         frag._end_access_locked("put in a ring")
                     frag._live = False
-                    claimed.append(frag)
-                    self._frags[i], self._lens[i] = frag._address, frag._size
+                    claim(frag)
+                    addresses[i] = frag._address
+                    lens[i] = frag._size
                 put = _calls.put(arena._handle, self._ring, self._frags, self._lens, len(frags))
                 error = last_error(_calls.cdll, "pf_shared_ring_put") if put < 0 else None
             except BaseException:
