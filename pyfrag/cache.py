@@ -54,7 +54,7 @@ from ._native.errors import FragError
 from ._native.handles import address as handle_address
 from ._native.owner import NativeOwner, not_copyable
 from ._native.signatures import CacheInfo as _CacheInfo, PageInfo as _PageInfo
-from ._native.signatures import Address, last_error, raw, unchecked
+from ._native.signatures import Address, last_error, raw
 
 _get_ident = threading.get_ident
 _c_void_p = ctypes.c_void_p
@@ -137,11 +137,13 @@ class _HotCalls:
         self.cache_alloc = raw(cdll, "pf_cache_alloc", Address)
         self.cache_free = raw(cdll, "pf_cache_free", ctypes.c_int)
         self.free = raw(cdll, "pf_free", ctypes.c_int)
-        self.alloc_bulk = unchecked(cdll, "pf_cache_alloc_bulk")
-        self.free_bulk = unchecked(cdll, "pf_cache_free_bulk")
-        self.recv_burst = unchecked(cdll, "pf_recv_burst")
-        self.send_burst = unchecked(cdll, "pf_send_burst")
-        self.shared_recv_burst = unchecked(cdll, "pf_shared_recv_burst")
+        self.alloc_bulk = raw(cdll, "pf_cache_alloc_bulk", ctypes.c_int)
+        self.free_bulk = raw(cdll, "pf_cache_free_bulk", ctypes.c_int)
+        self.recv_burst = raw(cdll, "pf_recv_burst", ctypes.c_int)
+        self.send_burst = raw(cdll, "pf_send_burst", ctypes.c_int)
+        # (raw: no argtypes; the callers pass handles, ctypes arrays, bytes or None, and
+        # ints below 2**31, which libffi widens to the C parameter's size)
+        self.shared_recv_burst = raw(cdll, "pf_shared_recv_burst", ctypes.c_int)
         # One 'B' view over the private arena's first region: item access and bytes() of a
         # private fragment index it, instead of making a view per fragment. Never handed
         # out; only code holding the fragment's lock, after checking it is live, uses it.

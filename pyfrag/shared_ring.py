@@ -38,7 +38,7 @@ import time
 
 from ._native import loader
 from ._native.errors import FragError
-from ._native.signatures import last_error, unchecked
+from ._native.signatures import last_error, raw
 from .cache import check_int
 from .shared import SharedArena, SharedFragment, check_name
 
@@ -52,9 +52,10 @@ class _Calls:
 
     def bind(self, cdll) -> None:
         if self.cdll is not cdll:
-            self.put = unchecked(cdll, "pf_shared_ring_put")
-            self.get = unchecked(cdll, "pf_shared_ring_get")
-            self.wait = unchecked(cdll, "pf_shared_ring_wait")
+            # raw: no argtypes (pyfrag passes the handles, ctypes arrays and small ints)
+            self.put = raw(cdll, "pf_shared_ring_put", ctypes.c_int)
+            self.get = raw(cdll, "pf_shared_ring_get", ctypes.c_int)
+            self.wait = raw(cdll, "pf_shared_ring_wait", ctypes.c_int)
             self.cdll = cdll
 
 
@@ -136,7 +137,8 @@ class SharedRing:
         left = WAIT_SLICE if deadline is None else min(WAIT_SLICE, deadline - time.monotonic())
         handle = self._arena._enter()
         try:
-            failed = _calls.wait(handle, self._ring, int(for_put), max(0, int(left * 1e9)))
+            failed = _calls.wait(handle, self._ring, int(for_put),
+                                  ctypes.c_longlong(max(0, int(left * 1e9))))
             err = ctypes.get_errno() if failed else 0
         finally:
             self._arena._leave()

@@ -5,11 +5,11 @@ Contract:
 - `SIGNATURES` lists every function pyfrag calls: (name, argtypes, restype,
   check). Handles are typed (pyfrag._native.handles). `check` says how a
   failure shows: POINTER (NULL), STATUS (-1), OFFSET (UINT64_MAX), or None
-  (the call cannot fail). `unchecked(cdll, name)` is the same function
-  without errcheck, for hot paths that test the result and raise
-  `last_error(cdll, name)` themselves; `raw(cdll, name, restype)` also
-  drops argtypes (ctypes' argument conversion is most of a call's cost)
-  for the per-fragment calls, whose arguments pyfrag makes itself.
+  (the call cannot fail). `raw(cdll, name, restype)` is the same function
+  without errcheck and without argtypes (ctypes' argument conversion is
+  most of a call's cost), for the per-fragment and burst calls: their
+  arguments are made by pyfrag itself, and they test the result and raise
+  `last_error(cdll, name)` themselves.
 - `declare(cdll)` sets argtypes, restype and errcheck of every function on
   a loaded library; AttributeError names the first one it lacks. A checked
   call that fails raises pyfrag._native.errors.error_for(errno, text)
@@ -60,7 +60,7 @@ SIGNATURES = [
     ("pf_cache_alloc_align", [CacheHandle, c_size_t, c_size_t], c_void_p, POINTER_),
     ("pf_cache_free", [CacheHandle, c_void_p, c_size_t], c_int, STATUS),
     ("pf_cache_drain", [CacheHandle], None, None),
-    # bursts: Python checks every argument and reads errno itself (unchecked())
+    # bursts: Python checks every argument and reads errno itself (raw())
     ("pf_cache_alloc_bulk", [CacheHandle, c_size_t, c_size_t, c_void_p], c_int, STATUS),
     ("pf_cache_free_bulk", [CacheHandle, c_void_p, c_void_p, c_size_t], c_int, STATUS),
     ("pf_recv_burst", [CacheHandle, c_int, c_size_t, c_uint, c_int, c_void_p, c_void_p,
@@ -104,7 +104,7 @@ SIGNATURES = [
     ("pf_shared_stats_field_count", [], c_size_t, None),
     ("pf_shared_stats_field_name", [c_size_t], c_char_p, None),
     ("pf_shared_stats_field_doc", [c_size_t], c_char_p, None),
-    # rings in a shared arena (put/get/wait unchecked: pyfrag.shared_ring reads errno)
+    # rings in a shared arena (put/get/wait raw(): pyfrag.shared_ring reads errno)
     ("pf_shared_ring_create", [ArenaHandle, c_char_p, c_uint32], c_void_p, POINTER_),
     ("pf_shared_ring_attach", [ArenaHandle, c_char_p], c_void_p, POINTER_),
     ("pf_shared_ring_capacity", [ArenaHandle, c_void_p], c_int, STATUS),
@@ -138,15 +138,6 @@ def _errcheck(cdll, failed):
 _TABLE = {row[0]: row for row in SIGNATURES}
 
 
-def unchecked(cdll, name: str):
-    """A second function object for `name`, declared alike but without errcheck: for the hot
-    paths, which test the result themselves and raise last_error(cdll, name)."""
-    _, argtypes, restype, _ = _TABLE[name]
-    func = cdll[name]  # indexing makes a new function object; cdll.name stays checked
-    func.argtypes, func.restype = argtypes, restype
-    return func
-
-
 class Address(c_void_p):
     """restype of raw() allocators: ctypes returns the instance itself (no int conversion),
     and the instance goes back to C as it is."""
@@ -155,7 +146,8 @@ class Address(c_void_p):
 def raw(cdll, name: str, restype):
     """`name` with no argtypes and no errcheck, for the per-fragment calls: every argument
     is made by pyfrag itself (a handle, an Address or c_void_p, an int checked before)."""
-    func = cdll[name]
+    _TABLE[name]  # declared in SIGNATURES like every other function (KeyError if not)
+    func = cdll[name]  # indexing makes a new function object; cdll.name stays checked
     func.restype = restype
     return func
 
