@@ -183,18 +183,19 @@ def recv_burst(cache, sock, n=32, size=2048, addresses=False) -> list:
             got = receive(cache._handle, fd, size, n, socket.MSG_DONTWAIT,
                           arrays.frags, arrays.lens, names, namelens)
             if got > 0:
-                pairs = zip(arrays.frags[:got], arrays.lens[:got])
-                if shared:
-                    make = type(cache)._fragment_type
+                try:
+                    pairs = zip(arrays.frags[:got], arrays.lens[:got])
+                    make = type(cache)._fragment_type if shared else Fragment
                     frags = [make(cache, address, length) for address, length in pairs]
-                else:
-                    frags = [Fragment(cache, address, length) for address, length in pairs]
-                if not addresses:
-                    return frags
-                raw = names.raw
-                return [(frag, _decode_address(raw[i * SOCKADDR_STORAGE:
-                                                   i * SOCKADDR_STORAGE + namelens[i]]))
-                        for i, frag in enumerate(frags)]
+                    if not addresses:
+                        return frags
+                    raw = names.raw
+                    return [(frag, _decode_address(raw[i * SOCKADDR_STORAGE:
+                                                       i * SOCKADDR_STORAGE + namelens[i]]))
+                            for i, frag in enumerate(frags)]
+                except BaseException:  # (a KeyboardInterrupt): nothing reached the caller
+                    _hot.free_bulk(None, arrays.frags, None, got)
+                    raise
             error = _socket_error("pf_recv_burst")
         if getattr(error, "errno", None) != _errno.EAGAIN or timeout == 0:
             raise error

@@ -240,7 +240,11 @@ class FragCache(NativeOwner):
             self._check_usable()
             if _hot.alloc_bulk(self._handle, size, n, out):
                 raise last_error(_hot.cdll, "pf_cache_alloc_bulk")
-            return [Fragment(self, address, size) for address in out]
+            try:
+                return [Fragment(self, address, size) for address in out]
+            except BaseException:  # (a KeyboardInterrupt): nothing reached the caller
+                _hot.free_bulk(None, out, None, n)
+                raise
 
     def free_many(self, frags) -> None:
         """Free fragments of this cache with one native call (from any thread, once each).

@@ -358,8 +358,13 @@ class SharedArena(NativeOwner):
         out = (ctypes.c_void_p * n)()
         with self._lock:
             self._check_usable()
-            loader.lib().pf_shared_alloc_bulk(self._handle, size, n, out)
-            return [SharedFragment(self, address, size) for address in out]
+            cdll = loader.lib()
+            cdll.pf_shared_alloc_bulk(self._handle, size, n, out)
+            try:
+                return [SharedFragment(self, address, size) for address in out]
+            except BaseException:  # (a KeyboardInterrupt): nothing reached the caller
+                cdll.pf_cache_free_bulk(None, out, None, n)
+                raise
 
     def free_many(self, frags) -> None:
         """Free fragments of this arena with one native call. Checked first: a fragment of

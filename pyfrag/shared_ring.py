@@ -56,6 +56,7 @@ class _Calls:
             self.put = raw(cdll, "pf_shared_ring_put", ctypes.c_int)
             self.get = raw(cdll, "pf_shared_ring_get", ctypes.c_int)
             self.wait = raw(cdll, "pf_shared_ring_wait", ctypes.c_int)
+            self.free_bulk = raw(cdll, "pf_cache_free_bulk", ctypes.c_int)
             self.cdll = cdll
 
 
@@ -218,8 +219,12 @@ class SharedRing:
             got = _calls.get(arena._handle, self._ring, self._frags, self._lens, n)
             if got < 0:
                 raise last_error(_calls.cdll, "pf_shared_ring_get")
-            return [SharedFragment(arena, address, length)
-                    for address, length in zip(self._frags[:got], self._lens[:got])]
+            try:
+                return [SharedFragment(arena, address, length)
+                        for address, length in zip(self._frags[:got], self._lens[:got])]
+            except BaseException:  # (a KeyboardInterrupt): nothing reached the caller
+                _calls.free_bulk(None, self._frags, None, got)
+                raise
 
     def get(self, block=True, timeout=None) -> SharedFragment:
         """The next fragment (queue.Empty if none comes in time); the caller frees it."""

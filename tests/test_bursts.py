@@ -305,3 +305,30 @@ def test_shared_arena_recv_burst_gives_shared_fragments(pair):
         arena.free_many(frags)
         end = arena.stats()
         assert end.allocs - start.allocs == end.frees - start.frees
+
+
+def test_an_interrupt_while_wrapping_a_burst_leaks_nothing(cache, pair, monkeypatch):
+    """An exception (a KeyboardInterrupt from a signal handler) after the native call but
+    before the list reaches the caller frees what the call received."""
+    a, b = pair
+    before = outstanding()
+    made = []
+
+    class Interrupting(pyfrag.Fragment):
+        __slots__ = ()
+
+        def __init__(self, *args):
+            if len(made) == 2:
+                raise KeyboardInterrupt
+            made.append(args)
+            super().__init__(*args)
+    for i in range(4):
+        a.send(b"x")
+    monkeypatch.setattr("pyfrag.burst.Fragment", Interrupting)
+    with pytest.raises(KeyboardInterrupt):
+        cache.recv_burst(b, n=8)
+    monkeypatch.setattr("pyfrag.cache.Fragment", Interrupting)
+    made.clear()
+    with pytest.raises(KeyboardInterrupt):
+        cache.alloc_many(5, 100)
+    assert outstanding() == before
