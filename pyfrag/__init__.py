@@ -21,11 +21,12 @@ from .cache import CacheInfo, FragCache, Fragment, PageInfo, page_info
 from .options import Option, options, set_option, thread_flush, trim
 from .preload import preload_env, run  # noqa: F401  (LD_PRELOAD launcher)
 from .shared import SharedArena, SharedFragment, SharedStats
+from .shared_ring import SharedRing
 from .stats import HugepageCoverage, SmapsTotals, Stats, hugepage_coverage, smaps_totals, stats
 
 __all__ = [
     "CacheInfo", "FragCache", "FragError", "Fragment", "HugepageCoverage", "IncompatibleArenaError",
-    "LibraryError", "Option", "PageInfo", "SharedArena", "SharedFragment", "SharedStats",
+    "LibraryError", "Option", "PageInfo", "SharedArena", "SharedFragment", "SharedRing", "SharedStats",
     "SmapsTotals", "Stats", "hugepage_coverage", "library_path",
     "options", "page_info", "set_option", "smaps_totals", "stats", "thread_flush", "trim",
 ]

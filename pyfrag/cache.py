@@ -9,27 +9,33 @@ Contract:
   raise TypeError, and bad values (a size < 1 or > 32768, an alignment not a
   power of two in 1..32768) ValueError, before C is called; exhaustion
   raises MemoryError.
-- Each call into C on a FragCache is a call in flight (pyfrag._native.owner):
-  close() waits for them and never overlaps one, and later calls raise
-  FragError; a close() re-entered from inside a call (a signal handler, a
-  __del__) is refused. The cache's lock guards each of its fragments' state
-  (freed or not, pins).
+- alloc(), alloc_many(), recv_burst() and free() make one native call each,
+  under the cache's lock (re-entrant): close() takes the same lock, so it
+  never overlaps one, and later calls raise FragError; a close() re-entered
+  from inside a call (a signal handler, a __del__) is refused. The other
+  calls into C count as calls in flight (pyfrag._native.owner). The cache's
+  lock guards each of its fragments' state (freed or not, views, pins).
 - A Fragment may outlive its cache and be freed from any thread; free()
   takes the cache's fast path only on the owner thread while the cache is
   open, and pf_free() otherwise. A second free() raises FragError.
 - Memory safety rule: Python code can reach a fragment's bytes only while it
-  is allocated. Every access (bytes(), indexing, slicing, item and slice
-  assignment, and on Python >= 3.12 each live `memoryview(frag)`) holds a
-  pin on the fragment, taken and dropped under the owner's lock, while it
-  reads or writes; no Python code of the caller runs while bytes(), an index
-  or an assignment holds its pin (keys and values are converted first).
-  frag.view() takes no pin: free() releases every memoryview that view()
-  handed out, under the same lock. If the fragment is pinned, or
-  anything still holds the bytes (an export of such a view, a slice of it,
-  its `.obj`), free() raises FragError ("in use") and the fragment stays
-  allocated: drop or release the holder (or let the other thread finish)
-  and call free() again. Fragments never freed are leaked, like malloc: their
-  address may have been handed to C, so nothing frees them behind your back.
+  is allocated. bytes(), indexing, slicing and item and slice assignment run
+  under the owner's lock, after checking the fragment is live (keys and
+  values are converted first, so no Python code of the caller runs there);
+  private fragments are read and written through one view over the arena
+  that is never handed out, and no ctypes object is made for a fragment
+  until view() (or a slice of a fragment outside that view) needs one. On
+  Python >= 3.12 each live `memoryview(frag)` holds a pin. frag.view() takes
+  no pin: free() releases every memoryview that view() handed out, under
+  the same lock. If the fragment is pinned, or anything still holds the
+  bytes (an export of such a view, a slice of it, its `.obj`), free() raises
+  FragError ("in use") and the fragment stays allocated: drop or release
+  the holder and call free() again. Fragments never freed are leaked, like
+  malloc: their address may have been handed to C, so nothing frees them
+  behind your back.
+- alloc_many(n, size) is all or nothing; free_many(frags) checks every
+  fragment first (of this cache, live, not in use) and frees none if one
+  fails, then frees them all with one native call.
 - Neither a FragCache nor a Fragment can be copied or pickled (TypeError): a
   copy would be a second owner of the same C object, and a deep copy of a
   Fragment a private buffer whose free() would free the real fragment again.
@@ -48,6 +54,10 @@ from ._native.errors import FragError
 from ._native.handles import address as handle_address
 from ._native.owner import NativeOwner, not_copyable
 from ._native.signatures import CacheInfo as _CacheInfo, PageInfo as _PageInfo
+from ._native.signatures import Address, last_error, raw
+
+_get_ident = threading.get_ident
+_c_void_p = ctypes.c_void_p
 
 FRAG_MAX = 32768  # PF_FRAG_PAGE_SIZE: the largest fragment and alignment
 PAGE_IN_USE = 1
@@ -111,6 +121,45 @@ def _plain_key(key):
                         % type(key).__name__) from None
 
 
+_c_uintptr = ctypes.c_uint64 if ctypes.sizeof(ctypes.c_void_p) == 8 else ctypes.c_uint32
+
+
+class _HotCalls:
+    """The library's functions on the per-fragment paths, without errcheck (the callers
+    test the result and raise last_error), bound once the library is loaded."""
+
+    cdll = None
+    window_base = window_size = 0
+
+    def bind(self, cdll) -> None:
+        if self.cdll is cdll:
+            return
+        self.cache_alloc = raw(cdll, "pf_cache_alloc", Address)
+        self.cache_free = raw(cdll, "pf_cache_free", ctypes.c_int)
+        self.free = raw(cdll, "pf_free", ctypes.c_int)
+        self.alloc_bulk = raw(cdll, "pf_cache_alloc_bulk", ctypes.c_int)
+        self.free_bulk = raw(cdll, "pf_cache_free_bulk", ctypes.c_int)
+        self.recv_burst = raw(cdll, "pf_recv_burst", ctypes.c_int)
+        self.send_burst = raw(cdll, "pf_send_burst", ctypes.c_int)
+        # (raw: no argtypes; the callers pass handles, ctypes arrays, bytes or None, and
+        # ints below 2**31, which libffi widens to the C parameter's size)
+        self.shared_recv_burst = raw(cdll, "pf_shared_recv_burst", ctypes.c_int)
+        # One 'B' view over the private arena's first region: item access and bytes() of a
+        # private fragment index it, instead of making a view per fragment. Never handed
+        # out; only code holding the fragment's lock, after checking it is live, uses it.
+        base, size = _c_uintptr(), ctypes.c_size_t()
+        cdll.pf_arena_range(ctypes.byref(base), ctypes.byref(size))
+        self.window_base, self.window_size = base.value, size.value
+        self.window = _byte_view((ctypes.c_char * size.value).from_address(base.value))
+        global _pf_cache_alloc, _pf_cache_free, _pf_free  # one dict lookup each, not two
+        _pf_cache_alloc, _pf_cache_free, _pf_free = self.cache_alloc, self.cache_free, self.free
+        self.cdll = cdll
+
+
+_hot = _HotCalls()
+_pf_cache_alloc = _pf_cache_free = _pf_free = None  # set by _hot.bind()
+
+
 @dataclass(frozen=True)
 class CacheInfo:
     """pf_cache_query: the cache's current frag page."""
@@ -137,6 +186,9 @@ class FragCache(NativeOwner):
 
     def __init__(self):
         cdll = loader.lib()
+        _hot.bind(cdll)
+        self._window, self._window_base, self._window_size = (
+            _hot.window, _hot.window_base, _hot.window_size)
         self._owner = threading.get_ident()
         self._own(cdll.pf_cache_create(), cdll.pf_cache_destroy)
 
@@ -162,14 +214,80 @@ class FragCache(NativeOwner):
     # -- operations --
     def alloc(self, size, align=None) -> Fragment:
         """A fragment of `size` bytes (1..32768), aligned to `align` if given."""
+        if type(size) is not int or not 0 < size <= FRAG_MAX:
+            size = check_size(size)
+        if align is not None:
+            return Fragment(self, self._call(loader.lib().pf_cache_alloc_align, size,
+                                             check_align(align)), size)
+        # One native call, under the lock instead of counted in flight: close() takes the
+        # lock (and refuses when this thread holds it), so it can never overlap the call.
+        with self._lock:
+            if not self._open or _get_ident() != self._owner:
+                self._check_usable()
+            address = _pf_cache_alloc(self._handle, size)  # an Address: no conversion
+            if not address:
+                raise last_error(_hot.cdll, "pf_cache_alloc")
+            return Fragment(self, address.value, size)
+
+    def alloc_many(self, n, size) -> list:
+        """n fragments of `size` bytes with one native call: all of them, or an exception."""
+        n = check_int(n, "count")
+        if n < 0:
+            raise ValueError("count must be >= 0, not %d" % n)
         size = check_size(size)
-        align = None if align is None else check_align(align)
-        cdll = loader.lib()
-        if align is None:
-            address = self._call(cdll.pf_cache_alloc, size)
-        else:
-            address = self._call(cdll.pf_cache_alloc_align, size, align)
-        return Fragment(self, address, size)
+        out = (ctypes.c_void_p * n)()
+        with self._lock:
+            self._check_usable()
+            if _hot.alloc_bulk(self._handle, size, n, out):
+                raise last_error(_hot.cdll, "pf_cache_alloc_bulk")
+            try:
+                return [Fragment(self, address, size) for address in out]
+            except BaseException:  # (a KeyboardInterrupt): nothing reached the caller
+                _hot.free_bulk(None, out, None, n)
+                raise
+
+    def free_many(self, frags) -> None:
+        """Free fragments of this cache with one native call (from any thread, once each).
+        Checked first: a fragment of another cache or arena (ValueError), one freed already
+        or in use (FragError) frees none of them."""
+        frags = list(frags)
+        count = len(frags)
+        addresses = (ctypes.c_void_p * count)()
+        sizes = (ctypes.c_uint32 * count)()
+        with self._lock:
+            claimed = []
+            try:
+                for i, frag in enumerate(frags):
+                    if type(frag) is not Fragment or frag._cache is not self:
+                        raise ValueError("free_many() takes fragments of this cache; item %d "
+                                         "is %r" % (i, frag))
+                    if not frag._live:
+                        raise frag._gone_error()
+                    if frag._access is not None:
+                        frag._end_access_locked("free")
+                    frag._live = False
+                    claimed.append(frag)
+                    addresses[i], sizes[i] = frag._address, frag._size
+            except BaseException:
+                for frag in claimed:
+                    frag._live = True
+                raise
+            here = self._open and _get_ident() == self._owner
+            # every fragment is tried; a failure says which errno, and they stay freed
+            if _hot.free_bulk(self._handle if here else None, addresses, sizes, count):
+                raise last_error(_hot.cdll, "pf_cache_free_bulk")
+
+    def recv_burst(self, sock, n=32, size=2048, *, addresses=False) -> list:
+        """Up to n datagrams from `sock` (a datagram socket, or anything with fileno()) with
+        one recvmmsg: a list of fragments, each as long as its datagram (truncated at
+        `size`), or of (fragment, sender address) pairs if `addresses`. Waits as the
+        socket's timeout says (BlockingIOError when non-blocking and empty, TimeoutError);
+        OSError with errno for the rest. See pyfrag.burst."""
+        return _burst.recv_burst(self, sock, n, size, addresses)
+
+    def send_burst(self, sock, frags, address=None) -> int:
+        """pyfrag.burst.send_burst(sock, frags, address): fragments of any cache or arena."""
+        return _burst.send_burst(sock, frags, address)
 
     def drain(self) -> None:
         """Give the current frag page back (its fragments keep it alive)."""
@@ -200,22 +318,31 @@ def page_info(address) -> PageInfo:
                     bool(raw.flags & PAGE_IN_USE), bool(raw.flags & PAGE_RESERVE))
 
 
+class _Access:
+    """Python's way to a live fragment's bytes, made by its first access (lock held)."""
+
+    __slots__ = ("base", "mv", "views", "pins")
+
+    def __init__(self, base):
+        self.base = base   # the ctypes c_char array over the bytes
+        self.mv = None     # pyfrag's own 'B' view, made by the first item access
+        self.views = []    # weakrefs to the memoryviews view() handed out
+        # live memoryview(frag) exports (Python >= 3.12) and page() calls: free() refuses
+        # while > 0
+        self.pins = 0
+
+
 class Fragment:
     """`size` bytes at `address`, from `cache`; see the module docstring for the rules."""
 
-    __slots__ = ("_cache", "_address", "_size", "_base", "_views", "_pins", "_mv",
-                 "__weakref__")
+    __slots__ = ("_cache", "_address", "_size", "_live", "_access", "__weakref__")
 
-    def __init__(self, cache: FragCache, address: int, size: int):
+    def __init__(self, cache, address: int, size: int):
         self._cache = cache
         self._address = address
         self._size = size
-        self._base = (ctypes.c_char * size).from_address(address)  # None once freed
-        self._views: list = []  # weakrefs to the memoryviews view() handed out
-        # accesses reading or writing the bytes now, plus live memoryview(frag) exports
-        # (Python >= 3.12); changed under the owner's lock, and free() refuses while > 0
-        self._pins = 0
-        self._mv = None  # pyfrag's own 'B' view of the bytes, made by the first pin
+        self._live = True     # allocated, and this object still owns it
+        self._access = None   # an _Access once Python reached the bytes
 
     @property
     def address(self) -> int:
@@ -231,47 +358,56 @@ class Fragment:
 
     @property
     def freed(self) -> bool:
-        return self._base is None
+        return not self._live
 
-    def _checked_base(self):
-        base = self._base
-        if base is None:
-            raise FragError("fragment at 0x%x was freed" % self._address)
-        return base
+    def _gone_error(self) -> FragError:
+        return FragError("fragment at 0x%x was freed" % self._address)
 
-    # -- pins: what free() respects, taken and dropped under the owner's lock --
-    def _access_locked(self):
-        """The base, for a new access to the bytes; FragError if they are gone (lock held)."""
-        return self._checked_base()
+    # -- access to the bytes: each under the owner's lock, which free() takes too --
+    def _check_live_locked(self) -> None:
+        if not self._live:
+            raise self._gone_error()
+
+    def _new_base(self):
+        return (ctypes.c_char * self._size).from_address(self._address)
+
+    def _access_locked(self) -> _Access:
+        """The _Access, for a new access to the bytes; FragError if they are gone."""
+        self._check_live_locked()
+        access = self._access
+        if access is None:
+            access = self._access = _Access(self._new_base())
+        return access
+
+    def _mv_locked(self) -> memoryview:
+        access = self._access_locked()
+        if access.mv is None:
+            access.mv = _byte_view(access.base)
+        return access.mv
 
     def _pin(self, export: bool = False) -> None:
-        """Take a pin (an export's if `export`); while it is held, self._base and self._mv
-        stay. Pinned code keeps no reference to either (free() counts references)."""
+        """Take a pin (an export's if `export`): free() refuses until _unpin()."""
         with self._cache._lock:
-            if self._base is None:
-                self._checked_base()  # raises
-            self._pins += 1
-            if self._mv is None:
-                self._mv = _byte_view(self._base)
+            self._access_locked().pins += 1
 
     def _unpin(self, export: bool = False) -> None:
         with self._cache._lock:
-            self._pins -= 1
+            self._access.pins -= 1
 
-    # -- buffer access (pinned code reads self._base and keeps no reference to it) --
     def view(self) -> memoryview:
         """A writable zero-copy memoryview of the bytes; free() releases it."""
         with self._cache._lock:  # registered before the lock drops: free() sees it
-            view = _byte_view(self._access_locked())
-            self._views = [ref for ref in self._views if ref() is not None]
-            self._views.append(weakref.ref(view))
+            access = self._access_locked()
+            view = _byte_view(access.base)
+            access.views = [ref for ref in access.views if ref() is not None]
+            access.views.append(weakref.ref(view))
         return view
 
     if sys.version_info >= (3, 12):
         def __buffer__(self, flags: int) -> memoryview:
             self._pin(export=True)  # until __release_buffer__
             try:
-                return _byte_view(self._base)
+                return _byte_view(self._access.base)
             except BaseException:
                 self._unpin(export=True)
                 raise
@@ -283,28 +419,61 @@ class Fragment:
     def __len__(self) -> int:
         return self._size
 
+    # The copies run under the lock: no Python code of the caller runs there (keys and
+    # values are converted first), and free() cannot overlap them.
+    def _window_start(self):
+        """Where the bytes start in the owner's _window (one view over its whole memory,
+        never handed out), or -1 outside it. Only for code holding the owner's lock, after
+        _check_live_locked()."""
+        owner = self._cache
+        start = self._address - owner._window_base
+        if 0 <= start and start + self._size <= owner._window_size:
+            return start
+        return -1
+
     def __bytes__(self) -> bytes:
-        self._pin()
-        try:
-            return self._base.raw
-        finally:
-            self._unpin()
+        owner = self._cache
+        with owner._lock:
+            self._check_live_locked()
+            start = self._window_start()
+            if start >= 0:
+                with owner._window[start:start + self._size] as part:
+                    return part.tobytes()
+            return self._access_locked().base.raw
 
     def __getitem__(self, key):
+        if type(key) is int:
+            index = key + self._size if key < 0 else key
+            owner = self._cache
+            with owner._lock:
+                self._check_live_locked()
+                start = self._window_start()
+                if start >= 0:
+                    if not 0 <= index < self._size:
+                        raise IndexError("fragment index out of range")
+                    return owner._window[start + index]
         key = _plain_key(key)
-        self._pin()
-        try:
-            item = self._mv[key]
+        with self._cache._lock:
+            item = self._mv_locked()[key]
             if type(item) is memoryview:
                 with item:
                     return item.tobytes()
             return item
-        finally:
-            self._unpin()
 
     def __setitem__(self, key, value) -> None:
+        if type(key) is int and type(value) is int:
+            index = key + self._size if key < 0 else key
+            owner = self._cache
+            with owner._lock:
+                self._check_live_locked()
+                start = self._window_start()
+                if start >= 0:
+                    if not 0 <= index < self._size:
+                        raise IndexError("fragment index out of range")
+                    owner._window[start + index] = value  # ValueError unless 0..255
+                    return
         key = _plain_key(key)
-        made = None  # a memoryview of the caller's buffer, obtained before the pin
+        made = None  # a memoryview of the caller's buffer, obtained before the lock
         if type(key) is slice:
             source = value if type(value) in _PLAIN_BUFFERS else memoryview(value)
             if source is not value:
@@ -318,18 +487,15 @@ class Fragment:
                 raise TypeError("a fragment's item is a byte: an int 0..255, not %s"
                                 % type(value).__name__) from None
         try:
-            self._pin()
-            try:
-                self._mv[key] = source
-            finally:
-                self._unpin()
+            with self._cache._lock:
+                self._mv_locked()[key] = source
         finally:
             if made is not None:
                 made.release()
 
     # -- freeing --
-    def _release_views(self, verb: str) -> None:
-        views, self._views = self._views, []
+    def _release_views(self, access: _Access, verb: str) -> None:
+        views, access.views = access.views, []
         for ref in views:
             view = ref()
             if view is None:
@@ -337,32 +503,30 @@ class Fragment:
             try:
                 view.release()
             except BufferError:
-                self._views.append(ref)
+                access.views.append(ref)
                 raise FragError("cannot %s fragment at 0x%x: a buffer obtained from its view() "
                                 "is still held (release it first)"
                                 % (verb, self._address)) from None
 
-    def _give_up(self, verb: str, release) -> None:
-        """End Python's access to the bytes, then call release(); undone if either fails."""
-        with self._cache._lock:
-            self._give_up_locked(verb, release)
-
-    def _give_up_locked(self, verb: str, release) -> None:
-        base = self._checked_base()
-        if self._pins:
+    def _end_access_locked(self, verb: str) -> None:
+        """End every Python path to the bytes (lock held); FragError, nothing changed, if
+        one is still in use."""
+        access = self._access
+        if access.pins:
             raise FragError("cannot %s fragment at 0x%x: its bytes are in use (%d pin%s: a "
                             "memoryview(frag) still held, or another thread reading or writing "
                             "them); release it (mv.release(), or `with memoryview(frag) as mv:`) "
                             "or let the other thread finish, then try again"
-                            % (verb, self._address, self._pins, "" if self._pins == 1 else "s"))
-        # Claim: from here on no thread can pin the bytes or make a new view of them.
-        self._base = None
-        mv, self._mv = self._mv, None
+                            % (verb, self._address, access.pins, "" if access.pins == 1 else "s"))
+        # Claim: from here on no thread can make a new view of the bytes.
+        base, access.base = access.base, None
+        self._access = None
         try:
+            mv, access.mv = access.mv, None
             if mv is not None:
-                mv.release()  # never exported: only pinned code used it
+                mv.release()  # never exported: only code under the lock used it
                 mv = None
-            self._release_views(verb)
+            self._release_views(access, verb)
             # Every other Python path to the bytes holds a reference to base (a slice of
             # a view keeps the view's buffer, and so base, alive): only our local and
             # getrefcount's argument may remain.
@@ -370,41 +534,79 @@ class Fragment:
                 raise FragError("cannot %s fragment at 0x%x: something derived from its "
                                 "view (a slice, memoryview(view), view.obj) is still alive; "
                                 "drop it first" % (verb, self._address))
+        except BaseException:
+            access.base = base
+            self._access = access
+            raise
+
+    def _give_up_locked(self, verb: str, release) -> None:
+        """End Python's access to the bytes, then call release(); undone if release fails."""
+        if not self._live:
+            raise self._gone_error()
+        if self._access is not None:
+            self._end_access_locked(verb)
+        self._live = False
+        try:
             release()
         except BaseException:
-            self._base = base
+            self._live = True
             raise
+
+    def _give_up(self, verb: str, release) -> None:
+        with self._cache._lock:
+            self._give_up_locked(verb, release)
 
     def _release_memory(self) -> None:
         # the cache's lock is held: its close cannot run between the check and the call
         cache = self._cache
-        if cache._usable_here():
-            loader.lib().pf_cache_free(cache._handle, self._address, self._size)
-        else:
-            loader.lib().pf_free(self._address)
+        if cache._open and _get_ident() == cache._owner:
+            if _hot.cache_free(cache._handle, _c_void_p(self._address), self._size):
+                raise last_error(_hot.cdll, "pf_cache_free")
+        elif _hot.free(_c_void_p(self._address)):
+            raise last_error(_hot.cdll, "pf_free")
 
     def free(self) -> None:
         """Give the fragment back; any thread may call this, once."""
-        self._give_up("free", self._release_memory)
+        cache = self._cache
+        with cache._lock:
+            if not self._live:
+                raise self._gone_error()
+            if self._access is not None:
+                self._end_access_locked("free")
+            self._live = False
+            # (_release_memory inline: the cache's lock is held, so its close cannot run
+            # between the check and the call)
+            if cache._open and _get_ident() == cache._owner:
+                if not _pf_cache_free(cache._handle, _c_void_p(self._address), self._size):
+                    return
+                name = "pf_cache_free"
+            elif not _pf_free(_c_void_p(self._address)):
+                return
+            else:
+                name = "pf_free"
+            self._live = True
+            raise last_error(_hot.cdll, name)
 
     def page(self) -> PageInfo:
         """page_info() of the frag page holding this fragment."""
-        self._pin()
-        try:
+        with self._cache._lock:
+            self._check_live_locked()
             return page_info(self._address)
-        finally:
-            self._unpin()
 
     def __enter__(self) -> Fragment:
-        self._checked_base()
+        if not self._live:
+            raise self._gone_error()
         return self
 
     def __exit__(self, *exc_info) -> None:
-        if self._base is not None:
+        if self._live:
             self.free()
 
     def __repr__(self) -> str:
-        state = " freed" if self._base is None else ""
+        state = "" if self._live else " freed"
         return "<Fragment 0x%x size=%d%s>" % (self._address, self._size, state)
 
     __copy__ = __deepcopy__ = __reduce_ex__ = __reduce__ = not_copyable
+
+
+from . import burst as _burst  # noqa: E402  (it builds on Fragment)

@@ -54,7 +54,7 @@ from .cache import Fragment, _byte_view, check_align, check_int, check_size
 from .stats import HugeShares, _sum_smaps
 
 STATS_VERSION = 1  # PF_SHARED_STATS_VERSION
-LAYOUT_VERSION = 3  # PF_SHARED_LAYOUT_VERSION
+LAYOUT_VERSION = 4  # PF_SHARED_LAYOUT_VERSION
 NAME_MAX = 48
 BACKINGS = {"auto": 0, "hugetlb": 1, "thp": 2, "4k": 3}
 BACKING_NAMES = {value: name for name, value in BACKINGS.items()}
@@ -240,7 +240,10 @@ class SharedArena(NativeOwner):
             handle = cdll.pf_shared_attach(raw_name, raw_dir)
         self._name = name
         self._directory = directory
-        self._fragments = weakref.WeakSet()  # live SharedFragments of this object
+        # live SharedFragments of this object that Python made a way to the bytes for (an
+        # _Access): close() ends it; the others' bytes are reached only through _window,
+        # under the lock, after checking that the arena is open
+        self._fragments = weakref.WeakSet()
         self._remove = remove
         created = None  # (path, device, inode) of the file this call created
         try:
@@ -251,6 +254,10 @@ class SharedArena(NativeOwner):
             first = self._stats_now(cdll, handle)
             self._base, self._map_bytes = first.base, first.map_bytes
             self._backing, self._size = first.backing_name, first.data_bytes
+            # one view over the mapping for item access and bytes() (pyfrag.cache:
+            # _window_start); released by close before the unmap
+            self._window = _byte_view((ctypes.c_char * first.map_bytes).from_address(first.base))
+            self._window_base, self._window_size = first.base, first.map_bytes
             # the lock (pyfrag._native.owner) also guards the state of every fragment of
             # this object
             self._own(handle, _close_handle, cdll.pf_shared_detach,
@@ -272,6 +279,7 @@ class SharedArena(NativeOwner):
         for frag in list(self._fragments):
             frag._orphan_locked()  # FragError (arena left open) if a view is exported
         loader.lib().pf_shared_thread_flush(self._handle)
+        self._window.release()  # only ever sliced under the lock, each slice released
 
     def _exit_failed(self) -> None:
         # one that cannot close (a view still exported) stays mapped; its name goes if it would
@@ -320,10 +328,11 @@ class SharedArena(NativeOwner):
         return self._backing
 
     # -- fragments --
+    _fragment_type = None  # SharedFragment, set below (pyfrag.burst makes them)
+
     def _fragment(self, address: int, size: int, offset: int) -> SharedFragment:
-        frag = SharedFragment(self, address, size, offset)
-        self._fragments.add(frag)
-        return frag
+        # registered in self._fragments by its first access (SharedFragment._access_locked)
+        return SharedFragment(self, address, size)
 
     def alloc(self, size, align=None) -> SharedFragment:
         """A fragment of `size` bytes (1..32768) from this thread's cache, aligned if asked."""
@@ -339,6 +348,63 @@ class SharedArena(NativeOwner):
             return self._fragment(address, size, address - self._base)  # before close sees it
         finally:
             self._leave()
+
+    def alloc_many(self, n, size) -> list:
+        """n fragments of `size` bytes with one native call: all of them, or an exception."""
+        n = check_int(n, "count")
+        if n < 0:
+            raise ValueError("count must be >= 0, not %d" % n)
+        size = check_size(size)
+        out = (ctypes.c_void_p * n)()
+        with self._lock:
+            self._check_usable()
+            cdll = loader.lib()
+            cdll.pf_shared_alloc_bulk(self._handle, size, n, out)
+            try:
+                return [SharedFragment(self, address, size) for address in out]
+            except BaseException:  # (a KeyboardInterrupt): nothing reached the caller
+                cdll.pf_cache_free_bulk(None, out, None, n)
+                raise
+
+    def free_many(self, frags) -> None:
+        """Free fragments of this arena with one native call. Checked first: a fragment of
+        another arena (ValueError), one freed already or in use (FragError) frees none."""
+        frags = list(frags)
+        count = len(frags)
+        addresses = (ctypes.c_void_p * count)()
+        with self._lock:
+            self._check_usable()
+            claimed = []
+            try:
+                for i, frag in enumerate(frags):
+                    if type(frag) is not SharedFragment or frag._cache is not self:
+                        raise ValueError("free_many() takes fragments of this arena; item %d "
+                                         "is %r" % (i, frag))
+                    if not frag._live:
+                        raise frag._gone_error()
+                    if frag._access is not None:
+                        frag._end_access_locked("free")
+                    frag._live = False
+                    claimed.append(frag)
+                    addresses[i] = frag._address
+            except BaseException:
+                for frag in claimed:
+                    frag._live = True
+                raise
+            # pf_free finds each fragment's arena; every one is tried, and they stay freed
+            loader.lib().pf_cache_free_bulk(None, addresses, None, count)
+
+    def recv_burst(self, sock, n=32, size=2048, *, addresses=False) -> list:
+        """FragCache.recv_burst into fragments of this arena (pyfrag.burst)."""
+        from . import burst
+        from .cache import _hot
+        _hot.bind(loader.lib())
+        return burst.recv_burst(self, sock, n, size, addresses)
+
+    def send_burst(self, sock, frags, address=None) -> int:
+        """pyfrag.burst.send_burst(sock, frags, address)."""
+        from . import burst
+        return burst.send_burst(sock, frags, address)
 
     def _check_offset(self, offset) -> int:
         offset = check_int(offset, "offset")
@@ -428,50 +494,61 @@ class SharedArena(NativeOwner):
 class SharedFragment(Fragment):
     """`size` bytes at `offset` in a SharedArena; a Fragment that can also be sent."""
 
-    __slots__ = ("_offset", "_gone")
+    # Fragment.__init__(arena, address, size) makes one: the offset is computed, and
+    # _gone is set only when the fragment goes other than by free() (unset: "freed")
+    __slots__ = ("_gone",)
 
-    def __init__(self, arena: SharedArena, address: int, size: int, offset: int):
-        super().__init__(arena, address, size)
-        self._base._arena = arena  # a view's buffer keeps the mapping's owner alive
-        self._offset = offset
-        self._gone = "freed"
+    @property
+    def _offset(self) -> int:
+        return self._address - self._cache._base
 
     @property
     def offset(self) -> int:
         """Where the fragment is, from the arena's base: what to send to another process."""
-        return self._offset
+        return self._address - self._cache._base
+
+    @property
+    def _gone_how(self) -> str:
+        try:
+            return self._gone
+        except AttributeError:
+            return "freed"
 
     @property
     def arena(self) -> SharedArena:
         return self._cache
 
-    def _checked_base(self):
-        base = self._base
-        if base is None:
-            raise FragError("fragment at offset %d was %s" % (self._offset, self._gone))
+    def _gone_error(self) -> FragError:
+        return FragError("fragment at offset %d was %s" % (self._offset, self._gone_how))
+
+    def _new_base(self):
+        base = super()._new_base()
+        base._arena = self._cache  # a view's buffer keeps the mapping's owner alive
         return base
 
     def _access_locked(self):
-        # no local holds the base while raising: a traceback kept alive would count in
-        # the refcount check of a close() orphaning this fragment
+        access = super()._access_locked()
+        self._cache._fragments.add(self)  # close() ends this access before the unmap
+        return access
+
+    def _check_live_locked(self) -> None:
+        # an access needs the mapping: the arena open (close() takes the lock to mark it)
         if not self._cache._open:
             raise self._cache._closed_error()
-        return self._checked_base()
+        if not self._live:
+            raise self._gone_error()
 
     def _pin(self, export: bool = False) -> None:
         arena = self._cache
         with arena._lock:
-            self._access_locked()
-            self._pins += 1
+            self._access_locked().pins += 1
             if not export:  # an access in progress is a call in flight; an export is not
                 arena._count_in_locked()
-            if self._mv is None:
-                self._mv = _byte_view(self._base)
 
     def _unpin(self, export: bool = False) -> None:
         arena = self._cache
         with arena._lock:
-            self._pins -= 1
+            self._access.pins -= 1
             if not export:
                 arena._leave_locked()
 
@@ -480,16 +557,23 @@ class SharedFragment(Fragment):
         loader.lib().pf_shared_free(self._cache._checked_handle(), self._address)
         self._gone = "freed"
 
+    def free(self) -> None:
+        """Give the fragment back, from any process that has the arena open; once."""
+        self._give_up("free", self._release_memory)
+
     def send(self) -> tuple:
         """Give up ownership without freeing: (offset, length) for another process's receive()."""
         self._give_up("send", lambda: setattr(self, "_gone", "sent"))
         return self._offset, self._size
 
     def _orphan_locked(self) -> None:
-        if self._base is not None:
+        if self._live:
             self._give_up_locked("close the arena of", lambda: setattr(
                 self, "_gone", "left allocated when its arena was closed"))
 
     def __repr__(self) -> str:
-        state = "" if self._base is not None else " " + self._gone
+        state = "" if self._live else " " + self._gone_how
         return "<SharedFragment offset=%d size=%d%s>" % (self._offset, self._size, state)
+
+
+SharedArena._fragment_type = SharedFragment

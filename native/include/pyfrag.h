@@ -77,6 +77,42 @@ PF_API int pf_cache_free(pf_cache_t *cache, void *frag, size_t fragsz);
 /* Give the current frag page back (its fragments keep it alive). */
 PF_API void pf_cache_drain(pf_cache_t *cache);
 
+/* ---- bursts (one call for many fragments) ------------------------------- */
+
+#define PF_BURST_MAX 256u /* most datagrams one pf_recv_burst or pf_send_burst handles */
+
+/* n fragments of fragsz bytes into out[0..n): all of them, or -1 with errno and none. */
+PF_API int pf_cache_alloc_bulk(pf_cache_t *cache, size_t fragsz, size_t n, void **out);
+
+/*
+ * Free frags[0..n) (sizes[i] each, or sizes NULL: unknown) as pf_cache_free
+ * does, or as pf_free when cache is NULL. Every fragment is tried; -1 with
+ * the errno of the first that failed.
+ */
+PF_API int pf_cache_free_bulk(pf_cache_t *cache, void *const *frags, const uint32_t *sizes,
+			      size_t n);
+
+/*
+ * Receive up to n (1..PF_BURST_MAX) datagrams from socket fd with one
+ * recvmmsg(flags): frags[i] is a fragment of size bytes from cache holding
+ * lens[i] bytes (a longer datagram is truncated, as recv does); if names is
+ * not NULL it holds n struct sockaddr_storage, filled with each sender's
+ * address and namelens[i] its length. Returns how many arrived (>= 1), the
+ * other fragments freed; or -1 with the kernel's errno (EAGAIN: nothing
+ * waiting on a non-blocking socket or with MSG_DONTWAIT) and no fragment
+ * left allocated.
+ */
+PF_API int pf_recv_burst(pf_cache_t *cache, int fd, size_t size, unsigned n, int flags,
+			 void **frags, uint32_t *lens, void *names, uint32_t *namelens);
+
+/*
+ * Send frags[i] (lens[i] bytes each, 1..PF_BURST_MAX of them) as datagrams
+ * with one sendmmsg(flags), to name (namelen bytes) or, if NULL, to the
+ * connected peer. How many were sent, or -1 with the kernel's errno.
+ */
+PF_API int pf_send_burst(int fd, void *const *frags, const uint32_t *lens, unsigned n,
+			 const void *name, uint32_t namelen, int flags);
+
 /* ---- inline fast paths (PF_ABI_VERSION 2) ------------------------------ */
 
 /*

@@ -48,7 +48,7 @@
 extern "C" {
 #endif
 
-#define PF_SHARED_LAYOUT_VERSION 3 /* 3: a cache names its page source by id (2: the bias in two halves) */
+#define PF_SHARED_LAYOUT_VERSION 4 /* 4: named rings in the header (3: a cache names its page source by id) */
 #define PF_SHARED_DEFAULT_SIZE (32u * 1024u * 1024u)
 #define PF_SHARED_NAME_MAX 48 /* letters, digits, '.', '_', '-'; not starting with '.' */
 
@@ -92,6 +92,11 @@ PF_API int pf_shared_unlink(const char *name, const char *directory);
 /* A fragment from the calling thread's cache for this arena; as pf_cache_alloc(_align). */
 PF_API void *pf_shared_alloc(pf_shared_t *arena, size_t fragsz);
 PF_API void *pf_shared_alloc_align(pf_shared_t *arena, size_t fragsz, size_t align);
+/* n fragments into out[0..n) with one call: all of them, or -1 with errno and none (pf_cache_free_bulk(NULL, ...) frees many). */
+PF_API int pf_shared_alloc_bulk(pf_shared_t *arena, size_t fragsz, size_t n, void **out);
+/* pf_recv_burst (pyfrag.h) into fragments of this arena: hand them to another process. */
+PF_API int pf_shared_recv_burst(pf_shared_t *arena, int fd, size_t size, unsigned n, int flags,
+				void **frags, uint32_t *lens, void *names, uint32_t *namelens);
 /* Free the fragment containing addr, whichever process allocated it. -1/EINVAL if it is not one. */
 PF_API int pf_shared_free(pf_shared_t *arena, void *addr);
 
@@ -108,6 +113,58 @@ PF_API void pf_shared_thread_flush(pf_shared_t *arena);
 PF_API const char *pf_shared_path(const pf_shared_t *arena);
 
 #define PF_SHARED_STATS_VERSION 1
+
+/* ---- rings: fragments handed between processes ---------------------------------- */
+
+/*
+ * A bounded single-producer single-consumer ring of fragments, inside the
+ * arena: its control block is a fragment of the arena, its name one of
+ * PF_SHARED_RINGS_MAX entries in the arena's header, so any attached process
+ * finds it by name. An entry is a fragment of that arena and its length;
+ * what crosses is the fragment itself (no copy): a put hands the fragment
+ * over, the get's caller owns it and frees it (pf_shared_free).
+ *
+ * One producer and one consumer at a time, each a thread of some process:
+ * the first put (get) makes the calling process the producer (consumer);
+ * another process's put (get) is refused (EBUSY) while that one is alive,
+ * and takes the role over once it died. The entries a dead process left in
+ * the ring stay there for the next consumer (nothing is lost; fragments
+ * never got are accounted as allocated, like any fragment a dead process
+ * held). A ring lives as long as the arena.
+ */
+#define PF_SHARED_RINGS_MAX 8          /* named rings per arena */
+#define PF_SHARED_RING_MAX_SLOTS 2048u /* capacity is a power of two, 2..this */
+
+typedef struct pf_shared_ring pf_shared_ring_t;
+
+/* Make a ring of capacity entries named name. NULL with errno: EINVAL, EEXIST, ENOSPC (no name left), ENOMEM. */
+PF_API pf_shared_ring_t *pf_shared_ring_create(pf_shared_t *arena, const char *name,
+					       uint32_t capacity);
+/* The ring named name. NULL with errno: ENOENT, EINVAL. */
+PF_API pf_shared_ring_t *pf_shared_ring_attach(pf_shared_t *arena, const char *name);
+/* Its capacity, and how many entries it holds now (a snapshot), or -1/EINVAL. */
+PF_API int pf_shared_ring_capacity(pf_shared_t *arena, pf_shared_ring_t *ring);
+PF_API int pf_shared_ring_count(pf_shared_t *arena, pf_shared_ring_t *ring);
+
+/*
+ * Put frags[0..n) (lens[i] bytes each, 1..32768; fragments of this arena) in
+ * order, as many as fit: how many went (0 when full), or -1 with errno
+ * (EINVAL: not a fragment of this arena, bad length; EBUSY: another live
+ * process is the producer). Never blocks.
+ */
+PF_API int pf_shared_ring_put(pf_shared_t *arena, pf_shared_ring_t *ring, void *const *frags,
+			      const uint32_t *lens, unsigned n);
+/* Take up to n entries: how many (0 when empty), or -1 with errno (EBUSY: another consumer). Never blocks. */
+PF_API int pf_shared_ring_get(pf_shared_t *arena, pf_shared_ring_t *ring, void **frags,
+			      uint32_t *lens, unsigned n);
+/*
+ * Wait until a put (for_put) or a get could make progress, at most
+ * timeout_ns (< 0: no limit). 0 when it could, or -1 with errno: ETIMEDOUT,
+ * EPIPE (the process on the other side died, and a get finds the ring empty
+ * or a put finds it full).
+ */
+PF_API int pf_shared_ring_wait(pf_shared_t *arena, pf_shared_ring_t *ring, int for_put,
+			       int64_t timeout_ns);
 
 /* X(name, doc): one row per field, as PF_STATS_FIELDS. */
 #define PF_SHARED_STATS_FIELDS(X)                                                            \

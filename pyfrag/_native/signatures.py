@@ -5,7 +5,11 @@ Contract:
 - `SIGNATURES` lists every function pyfrag calls: (name, argtypes, restype,
   check). Handles are typed (pyfrag._native.handles). `check` says how a
   failure shows: POINTER (NULL), STATUS (-1), OFFSET (UINT64_MAX), or None
-  (the call cannot fail).
+  (the call cannot fail). `raw(cdll, name, restype)` is the same function
+  without errcheck and without argtypes (ctypes' argument conversion is
+  most of a call's cost), for the per-fragment and burst calls: their
+  arguments are made by pyfrag itself, and they test the result and raise
+  `last_error(cdll, name)` themselves.
 - `declare(cdll)` sets argtypes, restype and errcheck of every function on
   a loaded library; AttributeError names the first one it lacks. A checked
   call that fails raises pyfrag._native.errors.error_for(errno, text)
@@ -56,6 +60,15 @@ SIGNATURES = [
     ("pf_cache_alloc_align", [CacheHandle, c_size_t, c_size_t], c_void_p, POINTER_),
     ("pf_cache_free", [CacheHandle, c_void_p, c_size_t], c_int, STATUS),
     ("pf_cache_drain", [CacheHandle], None, None),
+    # bursts: Python checks every argument and reads errno itself (raw())
+    ("pf_cache_alloc_bulk", [CacheHandle, c_size_t, c_size_t, c_void_p], c_int, STATUS),
+    ("pf_cache_free_bulk", [CacheHandle, c_void_p, c_void_p, c_size_t], c_int, STATUS),
+    ("pf_recv_burst", [CacheHandle, c_int, c_size_t, c_uint, c_int, c_void_p, c_void_p,
+                       c_void_p, c_void_p], c_int, STATUS),
+    ("pf_shared_recv_burst", [ArenaHandle, c_int, c_size_t, c_uint, c_int, c_void_p, c_void_p,
+                              c_void_p, c_void_p], c_int, STATUS),
+    ("pf_send_burst", [c_int, c_void_p, c_void_p, c_uint, c_void_p, c_uint32, c_int], c_int,
+     STATUS),
     ("pf_alloc", [c_size_t], c_void_p, POINTER_),
     ("pf_alloc_align", [c_size_t, c_size_t], c_void_p, POINTER_),
     ("pf_thread_cache", [], CacheHandle, POINTER_),
@@ -81,6 +94,7 @@ SIGNATURES = [
     ("pf_shared_alloc", [ArenaHandle, c_size_t], c_void_p, POINTER_),
     ("pf_shared_alloc_align", [ArenaHandle, c_size_t, c_size_t], c_void_p, POINTER_),
     ("pf_shared_free", [ArenaHandle, c_void_p], c_int, STATUS),
+    ("pf_shared_alloc_bulk", [ArenaHandle, c_size_t, c_size_t, c_void_p], c_int, STATUS),
     ("pf_shared_offset", [ArenaHandle, c_void_p], c_uint64, OFFSET),
     ("pf_shared_address", [ArenaHandle, c_uint64], c_void_p, POINTER_),
     ("pf_shared_reap", [ArenaHandle], c_size_t, None),
@@ -90,23 +104,52 @@ SIGNATURES = [
     ("pf_shared_stats_field_count", [], c_size_t, None),
     ("pf_shared_stats_field_name", [c_size_t], c_char_p, None),
     ("pf_shared_stats_field_doc", [c_size_t], c_char_p, None),
+    # rings in a shared arena (put/get/wait raw(): pyfrag.shared_ring reads errno)
+    ("pf_shared_ring_create", [ArenaHandle, c_char_p, c_uint32], c_void_p, POINTER_),
+    ("pf_shared_ring_attach", [ArenaHandle, c_char_p], c_void_p, POINTER_),
+    ("pf_shared_ring_capacity", [ArenaHandle, c_void_p], c_int, STATUS),
+    ("pf_shared_ring_count", [ArenaHandle, c_void_p], c_int, STATUS),
+    ("pf_shared_ring_put", [ArenaHandle, c_void_p, c_void_p, c_void_p, c_uint], c_int, STATUS),
+    ("pf_shared_ring_get", [ArenaHandle, c_void_p, c_void_p, c_void_p, c_uint], c_int, STATUS),
+    ("pf_shared_ring_wait", [ArenaHandle, c_void_p, c_int, c_longlong], c_int, STATUS),
     ("pf_last_error", [], c_int, None),
     ("pf_last_error_message", [], c_char_p, None),
 ]
+
+
+def last_error(cdll, name: str) -> Exception:
+    """The exception for the failed call `name` that just returned (read errno first)."""
+    err = ctypes.get_errno()  # read first: the next ctypes call overwrites it
+    message = cdll.pf_last_error_message()
+    err = err or cdll.pf_last_error() or _errno.EIO
+    text = message.decode(errors="replace") if message else os.strerror(err)
+    return error_for(err, "%s: %s [%s]" % (name, text, _errno.errorcode.get(err, str(err))))
 
 
 def _errcheck(cdll, failed):
     """The errcheck raising the library's error for a result that `failed`."""
     def check(result, func, args):
         if failed(result):
-            err = ctypes.get_errno()  # read first: the next ctypes call overwrites it
-            message = cdll.pf_last_error_message()
-            err = err or cdll.pf_last_error() or _errno.EIO
-            text = message.decode(errors="replace") if message else os.strerror(err)
-            name = _errno.errorcode.get(err, str(err))
-            raise error_for(err, "%s: %s [%s]" % (func.__name__, text, name))
+            raise last_error(cdll, func.__name__)
         return result
     return check
+
+
+_TABLE = {row[0]: row for row in SIGNATURES}
+
+
+class Address(c_void_p):
+    """restype of raw() allocators: ctypes returns the instance itself (no int conversion),
+    and the instance goes back to C as it is."""
+
+
+def raw(cdll, name: str, restype):
+    """`name` with no argtypes and no errcheck, for the per-fragment calls: every argument
+    is made by pyfrag itself (a handle, an Address or c_void_p, an int checked before)."""
+    _TABLE[name]  # declared in SIGNATURES like every other function (KeyError if not)
+    func = cdll[name]  # indexing makes a new function object; cdll.name stays checked
+    func.restype = restype
+    return func
 
 
 def declare(cdll) -> None:

@@ -20,7 +20,7 @@ import argparse
 import json
 import sys
 
-from ..tools import bench, bench_programs
+from ..tools import bench, bench_programs, bench_python
 from ..tools.plot import load_pyplot
 
 DESCRIPTION = """\
@@ -50,13 +50,17 @@ workloads:
            glibc and the peers: peak RSS and wall time, ratios to mimalloc, the
            tuning and held-out sets; mimalloc-bench's built programs are read
            from %s (skipped with a message without it)
+  python   (not in the default set) what a Python packet loop pays: pyfrag's
+           per-fragment and burst calls and SharedRing against bytearray, slices
+           of a preallocated bytearray, multiprocessing.Queue with bytes and
+           shared_memory offsets through a Queue (pyfrag.tools.bench_python)
 allocators: %s (peers: apt-get install %s)
 exit: 0 ran, 1 programs missing or failed, 2 usage, 130 interrupted.""" % (
     bench_programs.ENV_MIMALLOC_BENCH, ",".join(bench.ALLOCATORS + bench_programs.VARIANTS[:3]),
     " ".join(pkg for _, pkg in bench.PEERS.values()))
 
 
-WORKLOADS = tuple(bench.WORKLOADS) + (bench_programs.WORKLOAD,)
+WORKLOADS = tuple(bench.WORKLOADS) + (bench_programs.WORKLOAD, bench_python.WORKLOAD)
 ALLOCATORS = tuple(dict.fromkeys(bench.ALLOCATORS + bench_programs.VARIANTS))
 
 
@@ -134,6 +138,8 @@ def run(args) -> int:
                   file=sys.stderr)
             return 2
     out = sys.stderr if args.json == "-" else sys.stdout
+    if not [w for w in args.workload if w != bench_python.WORKLOAD]:
+        return _run_python(args, out, None)
     try:
         native, programs = _setups(args)
     except bench.BenchError as exc:
@@ -181,6 +187,14 @@ def run(args) -> int:
         tables.append(bench_programs.table(programs_report))
         report = bench_programs.merge(report, programs_report) if report else programs_report
     print("\n\n".join(tables), file=out)
+    failed = 1 if programs_report and programs_report[bench_programs.WORKLOAD]["failures"] else 0
+    if bench_python.WORKLOAD in args.workload:
+        return max(failed, _run_python(args, out, report))
+    _write_json(args, report)
+    return failed
+
+
+def _write_json(args, report) -> None:
     if args.json == "-":
         json.dump(report, sys.stdout, indent=2)
         print()
@@ -188,5 +202,18 @@ def run(args) -> int:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)
             f.write("\n")
-    failed = programs_report and programs_report[bench_programs.WORKLOAD]["failures"]
-    return 1 if failed else 0
+
+
+def _run_python(args, out, other_report) -> int:
+    """The python workload (its own process and timing); its report joins the others'."""
+    try:
+        report = bench_python.run(args.runs, args.scale)
+    except Exception as exc:  # noqa: BLE001 - a measurement that failed, said plainly
+        print("pyfrag bench: error: python workload: %s" % exc, file=sys.stderr)
+        return 1
+    print(bench_python.table(report), file=out)
+    if other_report is not None:
+        other_report["python"] = report
+        report = other_report
+    _write_json(args, report)
+    return 0

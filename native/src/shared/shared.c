@@ -35,6 +35,11 @@ static struct pf_shared *checked(const pf_shared_t *arena)
 	return &pf__shared_table[i];
 }
 
+struct pf_shared *pf__shared_checked(const pf_shared_t *arena)
+{
+	return checked(arena);
+}
+
 static struct pf_shared *free_entry(void)
 {
 	for (unsigned i = 0; i < PF_SHARED_LOCAL_MAX; i++)

@@ -10,7 +10,7 @@
  * (PF_SHARED_LAYOUT_VERSION, the sizes below).
  *
  *   base + 0             struct pf_shared_header (identity, lock, buddy zone,
- *                        counters, process table)
+ *                        counters, process table, ring names)
  *   base + slots_offset  struct pf_shared_slot[max_caches]: the caches
  *   base + meta_offset   struct pf_page[data_pages]: page metadata
  *   base + data_offset   data_pages 4 KiB pages (2 MiB aligned); the last
@@ -80,6 +80,12 @@ struct pf_shared_slot {
 	pf_local_counter frees; /* frees made by this cache's thread */
 } __attribute__((aligned(64)));
 
+/* A named ring (shared_ring.c): where its control block is, from the arena's base. */
+struct pf_shared_ring_name {
+	uint64_t offset; /* 0: entry unused; written under the header lock */
+	char name[PF_SHARED_NAME_MAX + 1];
+};
+
 struct pf_shared_header {
 	/* identity, checked at attach */
 	_Atomic uint64_t magic; /* PF_SHARED_MAGIC once ready */
@@ -104,6 +110,7 @@ struct pf_shared_header {
 	struct pf_zone zone;
 	_Atomic uint64_t counters[PF_SCTR_COUNT];
 	struct pf_shared_proc procs[PF_SHARED_MAX_PROCS];
+	struct pf_shared_ring_name rings[PF_SHARED_RINGS_MAX]; /* under lock */
 };
 
 _Static_assert(offsetof(struct pf_shared_header, version) == 8, "tools find the version at offset 8");
@@ -143,6 +150,9 @@ struct pf_shared {
 PF_INTERNAL extern struct pf_shared pf__shared_table[PF_SHARED_LOCAL_MAX];
 PF_INTERNAL extern pthread_mutex_t pf__shared_lock; /* the local table, attach and detach */
 
+/* shared.c: the local entry of a handle, or NULL/EINVAL if it is not an attached arena's */
+PF_INTERNAL struct pf_shared *pf__shared_checked(const pf_shared_t *arena);
+
 /* shared_map.c: the file and the mapping */
 /* Create, size, back and map the file; fill in the header. 0 or -1 with errno and message. */
 PF_INTERNAL int pf__shared_map_create(struct pf_shared *local, const char *name, size_t size,
@@ -174,6 +184,8 @@ PF_INTERNAL struct pf_cache *pf__shared_cache_claim(struct pf_shared *local, str
 /* Drain one live slot's cache and free the slot (its owner, or a reaper); false if someone else did. */
 PF_INTERNAL bool pf__shared_slot_release(struct pf_shared_header *h, struct pf_shared_slot *slot);
 PF_INTERNAL size_t pf__shared_reap(struct pf_shared *local);
+/* Is the process in slot proc of the table alive? (its liveness lock; true when unsure) */
+PF_INTERNAL bool pf__shared_proc_alive(const struct pf_shared *local, uint32_t proc);
 /* Frees made by a thread: counted in its cache slot, else in the process slot. */
 PF_INTERNAL void pf__shared_count_free(struct pf_shared *local, struct pf_thread *t);
 

@@ -52,6 +52,11 @@ static bool process_alive(int fd, uint32_t slot)
 	return lock.l_type != F_UNLCK;
 }
 
+bool pf__shared_proc_alive(const struct pf_shared *local, uint32_t proc)
+{
+	return proc == local->proc || process_alive(local->fd, proc);
+}
+
 /* ---- process table ------------------------------------------------------------- */
 
 int pf__shared_proc_enter(struct pf_shared *local)
