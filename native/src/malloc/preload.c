@@ -18,8 +18,8 @@
  *   too: the forwarding is only for programs that never preload us.)
  * - Thread exit is thread.c's pthread key destructor: the cache is drained and
  *   the page lists go back.
- * - fork: the handlers hold pf__shared_lock, pf__init_lock, pf__meta_lock
- *   and pf__page_lock across fork(), so the child never inherits one held by
+ * - fork: the handlers hold pf__shared_lock, pf__init_lock,
+ *   pf__slab_abandoned_lock, pf__meta_lock and pf__page_lock across fork(), so the child never inherits one held by
  *   a thread that does not exist there; the child re-arms them, forgets the
  *   other threads' states, and takes its own place in shared arenas. They are registered by the constructor, not on the allocation
  *   path (pthread_atfork may allocate).
@@ -342,6 +342,7 @@ static void fork_prepare(void)
 	int saved = errno;
 	pthread_mutex_lock(&pf__shared_lock);
 	pthread_mutex_lock(&pf__init_lock);
+	pthread_mutex_lock(&pf__slab_abandoned_lock);
 	pthread_mutex_lock(&pf__meta_lock);
 	pthread_mutex_lock(&pf__page_lock);
 	fork_hugetlb = atomic_load(&pf__ready) == 1 && pf__arena_has_hugetlb();
@@ -369,6 +370,7 @@ static void fork_parent(void)
 	fork_hugetlb = false;
 	pthread_mutex_unlock(&pf__page_lock);
 	pthread_mutex_unlock(&pf__meta_lock);
+	pthread_mutex_unlock(&pf__slab_abandoned_lock);
 	pthread_mutex_unlock(&pf__init_lock);
 	pthread_mutex_unlock(&pf__shared_lock);
 	errno = saved;
@@ -379,6 +381,7 @@ static void fork_child(void)
 	int saved = errno;
 	pthread_mutex_init(&pf__page_lock, NULL);
 	pthread_mutex_init(&pf__meta_lock, NULL);
+	pthread_mutex_init(&pf__slab_abandoned_lock, NULL);
 	pthread_mutex_init(&pf__init_lock, NULL);
 	if (fork_hugetlb) {
 		if (fork_sync[0] >= 0)

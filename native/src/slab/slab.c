@@ -6,10 +6,14 @@
  * - free, used, next/prev: the owner thread only; carved too, but a free
  *   from another thread reads it (relaxed: it only grows while the page lives).
  * - remote: any thread pushes (compare-and-swap); the owner takes the whole
- *   list at once (exchange). Bit 0 set means abandoned: the owner exited, and
- *   a free counts abandoned_live down instead; the free that brings it to
- *   zero gives the page back. The owner's exit adds the blocks still out, so
- *   the count can dip below zero first and reaches zero exactly once.
+ *   list at once (exchange). Bit 0 set means abandoned: the owner exited.
+ * - An abandoned page belongs to abandoned_lock: a free onto it (from any
+ *   thread, under the lock) goes onto its free list, the last one gives the
+ *   page back, and a page with room waits on its class's abandoned list for
+ *   a thread that needs a page of that class to adopt it (its blocks are
+ *   reused, not only freed: the way mimalloc reclaims abandoned pages). A
+ *   free that saw the tag re-checks it under the lock: the page may have
+ *   been adopted meanwhile, and then it is an ordinary remote free.
  * - heap: the owner sets it, and clears it when abandoning. A remote free
  *   reads it before pushing (while its block keeps the page alive) to set its
  *   heap's hint bit; the heap is pool memory that is never unmapped, so a
@@ -46,6 +50,15 @@ static struct pf_pool slab_pool = { .object_size = sizeof(struct pf_slab) };
 static struct pf_slab no_page = { .free = NULL };
 
 static _Atomic uint64_t slab_pages, slab_page_bytes, abandoned_pages;
+
+pthread_mutex_t pf__slab_abandoned_lock = PTHREAD_MUTEX_INITIALIZER;
+/* per class, abandoned pages with room (linked through next/prev); written under the lock */
+static _Atomic(struct pf_slab *) abandoned_list[PF_SLAB_CLASSES];
+
+static struct pf_slab *abandoned_front(unsigned cls)
+{
+	return atomic_load_explicit(&abandoned_list[cls], memory_order_relaxed);
+}
 static _Atomic uint64_t retired_allocs, retired_frees, retired_alloc_bytes, retired_free_bytes;
 
 /* ---- classes ------------------------------------------------------------------------ */
@@ -262,6 +275,8 @@ static bool has_room(const struct pf_slab *s)
 	return s->free || carved(s) < s->capacity;
 }
 
+static struct pf_slab *adopt(struct pf_slab_heap *heap, unsigned cls);
+
 void *pf__slab_alloc_slow(struct pf_slab_heap *heap, unsigned cls)
 {
 	struct pf_slab *s = heap->current[cls];
@@ -281,7 +296,7 @@ void *pf__slab_alloc_slow(struct pf_slab_heap *heap, unsigned cls)
 	s = heap->pages[cls];
 	if (s && has_room(s)) {
 		list_unlink(heap, s);
-	} else {
+	} else if ((s = adopt(heap, cls)) == NULL) {
 		s = page_new(heap, cls);
 		if (!s)
 			return NULL;
@@ -321,26 +336,107 @@ static void count_retired_free(const struct pf_slab *s)
 	atomic_fetch_add_explicit(&retired_free_bytes, s->block_size, memory_order_relaxed);
 }
 
+/* ---- abandoned pages ---------------------------------------------------------------- */
+
+/* Under the lock: put an abandoned page with room on its class's list, once. */
+static void abandoned_list_add(struct pf_slab *s)
+{
+	struct pf_slab *front = abandoned_front(s->cls);
+	s->prev = NULL;
+	s->next = front;
+	if (front)
+		front->prev = s;
+	atomic_store_explicit(&abandoned_list[s->cls], s, memory_order_relaxed);
+	s->listed = true;
+}
+
+static void abandoned_list_del(struct pf_slab *s)
+{
+	if (s->prev)
+		s->prev->next = s->next;
+	else
+		atomic_store_explicit(&abandoned_list[s->cls], s->next, memory_order_relaxed);
+	if (s->next)
+		s->next->prev = s->prev;
+	s->next = s->prev = NULL;
+	s->listed = false;
+}
+
+/*
+ * A free onto a page whose owner has gone (tag seen): false if the page was
+ * adopted before the lock was ours (the caller pushes it as a remote free).
+ */
+static bool free_abandoned(struct pf_slab_heap *self, struct pf_slab *s, void **block)
+{
+	pthread_mutex_lock(&pf__slab_abandoned_lock);
+	if (!(atomic_load_explicit(&s->remote, memory_order_relaxed) & PF_SLAB_ABANDONED)) {
+		pthread_mutex_unlock(&pf__slab_abandoned_lock);
+		return false;
+	}
+	block[0] = s->free;
+	s->free = block;
+	s->used--;
+	count_retired_free(s);
+	bool empty = s->used == 0;
+	if (empty) {
+		if (s->listed)
+			abandoned_list_del(s);
+		atomic_fetch_sub_explicit(&abandoned_pages, 1, memory_order_relaxed);
+	} else if (!s->listed) {
+		abandoned_list_add(s);
+	}
+	pthread_mutex_unlock(&pf__slab_abandoned_lock);
+	if (empty)
+		page_release(s, self ? self->pcp : NULL);
+	return true;
+}
+
+/* An abandoned page of cls with room, now heap's (its live blocks counted as heap's), or NULL. */
+static struct pf_slab *adopt(struct pf_slab_heap *heap, unsigned cls)
+{
+	if (!abandoned_front(cls))
+		return NULL; /* the common case: no lock */
+	pthread_mutex_lock(&pf__slab_abandoned_lock);
+	struct pf_slab *s = abandoned_front(cls);
+	if (s) {
+		abandoned_list_del(s);
+		atomic_store_explicit(&s->heap, heap, memory_order_relaxed);
+		atomic_store_explicit(&s->remote, 0, memory_order_release); /* frees push again */
+		atomic_fetch_sub_explicit(&abandoned_pages, 1, memory_order_relaxed);
+		atomic_fetch_add_explicit(&retired_frees, s->used, memory_order_relaxed);
+		atomic_fetch_add_explicit(&retired_free_bytes, (uint64_t)s->used * s->block_size,
+					  memory_order_relaxed);
+		pf__local_add(&heap->allocs[cls], s->used);
+	}
+	pthread_mutex_unlock(&pf__slab_abandoned_lock);
+	return s;
+}
+
 static void free_remote(struct pf_slab_heap *self, struct pf_slab *s, void **block)
 {
-	/* read before the push: once the block is on the list the page may go at any time */
-	struct pf_slab_heap *owner = atomic_load_explicit(&s->heap, memory_order_acquire);
-	unsigned cls = s->cls;
-	uintptr_t old = atomic_load_explicit(&s->remote, memory_order_relaxed);
-	do {
-		if (old & PF_SLAB_ABANDONED) {
-			count_retired_free(s);
-			if (atomic_fetch_sub_explicit(&s->abandoned_live, 1, memory_order_acq_rel) == 1) {
-				atomic_fetch_sub_explicit(&abandoned_pages, 1, memory_order_relaxed);
-				page_release(s, self ? self->pcp : NULL);
+	for (;;) {
+		/* read before the push: once the block is on the list the page may go at any time */
+		struct pf_slab_heap *owner = atomic_load_explicit(&s->heap, memory_order_acquire);
+		uintptr_t old = atomic_load_explicit(&s->remote, memory_order_relaxed);
+		bool pushed = false;
+		while (!(old & PF_SLAB_ABANDONED)) {
+			block[0] = (void *)old;
+			if (atomic_compare_exchange_weak_explicit(&s->remote, &old, (uintptr_t)block,
+								  memory_order_release, memory_order_relaxed)) {
+				pushed = true;
+				break;
 			}
+		}
+		if (pushed) {
+			if (old == 0 && owner)
+				atomic_fetch_or_explicit(&owner->remote_classes, (uint64_t)1 << s->cls,
+							 memory_order_relaxed);
 			return;
 		}
-		block[0] = (void *)old;
-	} while (!atomic_compare_exchange_weak_explicit(&s->remote, &old, (uintptr_t)block,
-							memory_order_release, memory_order_relaxed));
-	if (old == 0 && owner)
-		atomic_fetch_or_explicit(&owner->remote_classes, (uint64_t)1 << cls, memory_order_relaxed);
+		if (free_abandoned(self, s, block))
+			return;
+		/* adopted between the tag and the lock: push it to the new owner */
+	}
 }
 
 enum pf_slab_free_result pf__slab_free(struct pf_slab_heap *self, struct pf_page *head, void *ptr)
@@ -366,24 +462,34 @@ enum pf_slab_free_result pf__slab_free(struct pf_slab_heap *self, struct pf_page
 
 /* ---- thread exit ------------------------------------------------------------------------ */
 
-/* The owner is going: blocks still out keep the page; the last of them gives it back. */
+/* The owner is going: blocks still out keep the page, and it waits for an adopter. */
 static void abandon(struct pf_slab_heap *heap, struct pf_slab *s)
 {
+	pthread_mutex_lock(&pf__slab_abandoned_lock);
 	void **block = (void **)atomic_exchange_explicit(&s->remote, PF_SLAB_ABANDONED,
 							 memory_order_acq_rel);
 	uint32_t taken = 0;
-	for (; block; block = block[0])
+	while (block) { /* onto its free list: an adopter reuses them */
+		void **next = block[0];
+		block[0] = s->free;
+		s->free = block;
+		block = next;
 		taken++;
+	}
+	s->used -= taken;
 	atomic_store_explicit(&heap->frees[s->cls],
 			      atomic_load_explicit(&heap->frees[s->cls], memory_order_relaxed) + taken,
 			      memory_order_relaxed);
-	int64_t live = (int64_t)s->used - taken;
 	atomic_store_explicit(&s->heap, NULL, memory_order_relaxed);
-	atomic_fetch_add_explicit(&abandoned_pages, 1, memory_order_relaxed);
-	if (atomic_fetch_add_explicit(&s->abandoned_live, live, memory_order_acq_rel) + live == 0) {
-		atomic_fetch_sub_explicit(&abandoned_pages, 1, memory_order_relaxed);
-		page_release(s, heap->pcp);
+	bool empty = s->used == 0;
+	if (!empty) {
+		atomic_fetch_add_explicit(&abandoned_pages, 1, memory_order_relaxed);
+		if (has_room(s))
+			abandoned_list_add(s);
 	}
+	pthread_mutex_unlock(&pf__slab_abandoned_lock);
+	if (empty)
+		page_release(s, heap->pcp);
 }
 
 void pf__slab_heap_abandon(struct pf_slab_heap *heap)

@@ -10,8 +10,9 @@
  * class). The owner allocates and frees with no atomic operation; another
  * thread's free goes onto the page's own atomic list, which the owner takes
  * over when its free list runs dry (the design mimalloc uses). When the
- * owner exits, its pages are abandoned: live blocks keep them, the last
- * free of each gives it back. Includes only page_frag/page_frag.h.
+ * owner exits, its pages are abandoned: live blocks keep them, a thread that
+ * needs a page of their class adopts one with room, and the last free of a
+ * page gives it back. Includes only page_frag/page_frag.h.
  */
 #ifndef PF_SLAB_H
 #define PF_SLAB_H
@@ -34,9 +35,9 @@ struct pf_slab {
 	uintptr_t base;
 	struct pf_page *page;
 	_Atomic(struct pf_slab_heap *) heap; /* owner; NULL once abandoned */
-	/* frees by other threads (tag bit 1: abandoned, frees count down abandoned_live) */
+	/* frees by other threads (tag bit 0: abandoned; the page is then pf__slab_abandoned_lock's) */
 	_Atomic uintptr_t remote;
-	_Atomic int64_t abandoned_live;
+	bool listed; /* abandoned, with room, on its class's abandoned list */
 	struct pf_slab *next, *prev; /* the owner's list of this class's other pages */
 	uint8_t cls;
 };
@@ -67,6 +68,8 @@ static inline unsigned pf__slab_class(size_t size)
 
 /* A heap for the calling thread (zeroed memory in): sentinels, the page lists to take pages from. */
 PF_INTERNAL void pf__slab_heap_init(struct pf_slab_heap *heap, struct pf_pcp *pcp);
+/* Held across fork (preload.c): abandoned pages, their lists and frees. */
+PF_INTERNAL extern pthread_mutex_t pf__slab_abandoned_lock;
 /* The thread is going: every page is abandoned to its live blocks (or freed if none). */
 PF_INTERNAL void pf__slab_heap_abandon(struct pf_slab_heap *heap);
 /* Once, at library init. */

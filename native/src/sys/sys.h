@@ -180,6 +180,11 @@ static inline void pf__local_inc(pf_local_counter *c)
 	atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
 			      memory_order_relaxed);
 }
+static inline void pf__local_add(pf_local_counter *c, uint64_t n)
+{
+	atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
+			      memory_order_relaxed);
+}
 
 /* ---- hook lists (hooks.c) ------------------------------------------------------ */
 
