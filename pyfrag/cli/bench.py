@@ -41,6 +41,12 @@ workloads:
   threads  1, 2 and 4 threads running bursts on their own (scaling)
   churn    a window of 32768 live buffers with random lifetimes; peak RSS over
            peak live bytes and over the 32 KiB blocks live buffers pin
+  dpdk     (needs DPDK; only when asked for) mbufs with packet buffers four ways,
+           in one EAL process (--no-huge --no-pci, lcores 0-1): mempool (2048
+           room; 9216 for jumbo), pyfrag extbuf (pyfrag_dpdk.h), rte_malloc
+           extbuf, glibc extbuf; imix 64/576/1500 at 7:4:1 and jumbo 9000;
+           burst (one lcore) and pipeline (lcore -> rte_ring -> lcore); ns per
+           packet and bytes per packet in flight, ratios to pyfrag
 allocators: %s (peers: apt-get install %s)
 exit: 0 ran, 1 programs missing or failed, 2 usage, 130 interrupted.""" % (
     ",".join(bench.ALLOCATORS), " ".join(pkg for _, pkg in bench.PEERS.values()))
@@ -74,8 +80,8 @@ def add_parser(subparsers) -> None:
         "bench", help="benchmarks side by side with glibc, jemalloc, mimalloc, tcmalloc",
         description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     add = parser.add_argument
-    add("--workload", type=_list(tuple(bench.WORKLOADS)), default=list(bench.WORKLOADS),
-        metavar="W[,W...]", help="workloads to run (default: all): %s" % ",".join(bench.WORKLOADS))
+    add("--workload", type=_list(tuple(bench.WORKLOADS)), default=list(bench.DEFAULT_WORKLOADS),
+        metavar="W[,W...]", help="workloads to run (default: all but dpdk): %s" % ",".join(bench.WORKLOADS))
     add("--allocators", type=_list(bench.ALLOCATORS), default=list(bench.ALLOCATORS),
         metavar="A[,A...]", help="allocators (default: all installed)")
     add("--runs", type=_positive(int), default=5, help="runs of each allocator (default 5)")
