@@ -218,6 +218,7 @@ int main(int argc, char **argv)
 	rte_eth_dev_stop(0);
 	rte_eth_dev_close(0);
 	pf_dpdk_lcore_flush(NULL, 0);
+	pf_trim(); /* empty chunks beyond PYFRAG_RETAIN go back to the OS */
 
 	pf_stats_t after;
 	pf_stats_get(&after, sizeof(after));
@@ -232,6 +233,9 @@ int main(int argc, char **argv)
 	printf("fragments_out %lu\n", fragments_out);
 	printf("mbufs_out %u\n", mbufs_out);
 	printf("pages_in_use %llu\n", (unsigned long long)after.pages_in_use);
+	printf("committed_bytes %llu\n", (unsigned long long)after.committed_bytes);
+	printf("peak_committed_bytes %llu\n", (unsigned long long)after.peak_committed_bytes);
+	printf("retain_chunks %lld\n", pf_option_get("PYFRAG_RETAIN"));
 	int ok = fragments_out == 0 && mbufs_out == 0 && p.corrupt == 0 && after.pages_in_use == 0;
 	printf("%s\n", ok ? "all back" : "NOT all back");
 	rte_mempool_free(p.headers);
