@@ -6,13 +6,29 @@
  */
 #include <errno.h>
 
+#include <rte_eal.h>
 #include <rte_errno.h>
 #include <rte_mbuf.h>
 
 #include "pyfrag_dpdk.h"
 
-/* The thread's default cache, looked up once per thread (a dlsym-free TLS load after). */
-static __thread pf_cache_t *thread_cache;
+/* The thread's default cache, looked up once per thread. Initial-exec TLS (8 bytes of the
+ * static TLS block: this library is linked into DPDK programs, not dlopened by Python):
+ * one load, where the default model's __tls_get_addr cost 22 instructions per packet. */
+static __thread pf_cache_t *thread_cache __attribute__((tls_model("initial-exec")));
+/* EAL's IOVA mode, once EAL has chosen one (it does not change after): 1 VA, 2 PA. */
+static int iova_mode_cached;
+
+static rte_iova_t buffer_iova(void *frag, uint32_t len)
+{
+	int mode = __atomic_load_n(&iova_mode_cached, __ATOMIC_RELAXED);
+	if (__builtin_expect(mode == 0, 0)) {
+		enum rte_iova_mode eal = rte_eal_iova_mode();
+		mode = eal == RTE_IOVA_VA ? 1 : eal == RTE_IOVA_PA ? 2 : 0;
+		__atomic_store_n(&iova_mode_cached, mode, __ATOMIC_RELAXED);
+	}
+	return mode == 1 ? (rte_iova_t)(uintptr_t)frag : pf_dpdk_iova(frag, len);
+}
 
 struct rte_mempool *pf_dpdk_pool_create(const char *name, unsigned n, unsigned cache_size,
 					int socket_id)
@@ -23,9 +39,23 @@ struct rte_mempool *pf_dpdk_pool_create(const char *name, unsigned n, unsigned c
 	return pool;
 }
 
+/*
+ * opaque is the fragment's size. Nothing of the allocating thread is read here
+ * (see the header): only the freeing thread's own cache, for the case where it
+ * is also the owner and the fragment lies in its current page (a burst on one
+ * lcore): that free is the inline one, no call and no atomic operation.
+ */
 void pf_dpdk_free_cb(void *addr, void *opaque)
 {
-	(void)opaque; /* nothing of the allocating thread is read here: see the header */
+#ifdef PF_HAVE_THREAD_ID
+	const pf_cache_fast_t *own = (const pf_cache_fast_t *)thread_cache;
+	if (own != NULL && own->owner == pf_thread_id() && (uintptr_t)addr - own->va < own->offset) {
+		pf_cache_free_inline(thread_cache, addr, (size_t)(uintptr_t)opaque);
+		return;
+	}
+#else
+	(void)opaque;
+#endif
 	pf_free(addr);
 }
 
@@ -38,13 +68,13 @@ int pf_dpdk_is_pyfrag(const struct rte_mbuf *m)
 /* Lay a fragment out for size bytes and attach it to m: headroom, data, shared info. */
 static void attach(struct rte_mbuf *m, void *frag, uint32_t size)
 {
-	uint32_t buf_len = pf_dpdk_frag_size(size) - PF_DPDK_SHINFO_SIZE;
+	uint32_t frag_size = pf_dpdk_frag_size(size), buf_len = frag_size - PF_DPDK_SHINFO_SIZE;
 	struct rte_mbuf_ext_shared_info *shinfo =
 		(struct rte_mbuf_ext_shared_info *)((char *)frag + buf_len);
 	shinfo->free_cb = pf_dpdk_free_cb;
-	shinfo->fcb_opaque = NULL;
+	shinfo->fcb_opaque = (void *)(uintptr_t)frag_size; /* for the owner's inline free */
 	rte_mbuf_ext_refcnt_set(shinfo, 1);
-	rte_pktmbuf_attach_extbuf(m, frag, pf_dpdk_iova(frag, buf_len), (uint16_t)buf_len, shinfo);
+	rte_pktmbuf_attach_extbuf(m, frag, buffer_iova(frag, buf_len), (uint16_t)buf_len, shinfo);
 	rte_pktmbuf_reset_headroom(m);
 }
 

@@ -13,9 +13,11 @@
  *   caller appends (rte_pktmbuf_append) up to size bytes.
  * - Clones (rte_pktmbuf_clone) share the fragment; DPDK calls
  *   pf_dpdk_free_cb on the lcore that drops the last reference, which gives
- *   the fragment back with pf_free() (any thread may). It never reads the
- *   allocating thread's cache (that line is the producer's: reading it from
- *   the consumer cost 17 ns per packet in a pipeline).
+ *   the fragment back (any thread may). It never reads the allocating
+ *   thread's cache (that line is the producer's: reading it from the
+ *   consumer cost 17 ns per packet in a pipeline), only the freeing
+ *   thread's own: a burst freed on the lcore that allocated it is the
+ *   inline owner free, anything else pf_free().
  * - EAL worker lcores never exit, so pyfrag's thread-exit give-back never
  *   runs on them: each lcore function calls pf_dpdk_lcore_flush() before it
  *   returns (and the main lcore before rte_eal_cleanup), or the pages its
@@ -65,7 +67,8 @@ PF_API struct rte_mbuf *pf_dpdk_alloc_shared(struct rte_mempool *pool, pf_shared
 PF_API int pf_dpdk_alloc_bulk(struct rte_mempool *pool, struct rte_mbuf **mbufs,
 			      const uint32_t *sizes, unsigned n);
 
-/* The rte_mbuf_extbuf_free_callback_t of every buffer above: pf_free(addr). */
+/* The rte_mbuf_extbuf_free_callback_t of every buffer above (opaque: the fragment's size):
+ * the inline owner free when the calling thread's own cache holds the page, else pf_free(addr). */
 PF_API void pf_dpdk_free_cb(void *addr, void *opaque);
 /* 1 if m's buffer is a pyfrag fragment attached by this library (clones included). */
 PF_API int pf_dpdk_is_pyfrag(const struct rte_mbuf *m);

@@ -9,11 +9,15 @@
  * Cases: imix (64/576/1500 at 7:4:1) and jumbo (9000 bytes), each as burst
  * (one lcore: 32 allocated, touched, freed) and pipeline (main lcore allocates
  * and touches -> SPSC rte_ring -> worker lcore reads one byte and frees).
+ * Every case runs once untimed first (page faults of fresh pool memory).
  * Memory per packet in flight: 4096 packets held; the mbuf's mempool element
  * plus what the buffers took (pyfrag: pages in use; rte_malloc: the heap's
  * allocated bytes; glibc: mallinfo2's uordblks), over 4096.
  *
- *   bench_dpdk EAL-ARGS -- PACKETS
+ *   bench_dpdk EAL-ARGS -- PACKETS [VARIANT [CASE]]
+ *
+ * VARIANT and CASE run only those (for valgrind --tool=callgrind
+ * --toggle-collect=burst_ns: instructions per packet, which noise does not move).
  *
  * Prints "result dpdk <case> <variant> ns_per_op <ns per packet> bytes_per_pkt <b>".
  */
@@ -120,8 +124,14 @@ static int alloc_burst(enum variant v, int jumbo, unsigned long seq, struct rte_
 
 /* ---- burst: one lcore --------------------------------------------------------- */
 
+static unsigned long whole_bursts(unsigned long packets)
+{
+	return (packets + BURST - 1) / BURST * BURST;
+}
+
 static double burst_ns(enum variant v, int jumbo, unsigned long packets)
 {
+	packets = whole_bursts(packets);
 	struct rte_mbuf *m[BURST];
 	double start = now_ns();
 	for (unsigned long seq = 0; seq < packets; seq += BURST) {
@@ -161,6 +171,7 @@ static int consume(void *arg)
 static double pipeline_ns(enum variant v, int jumbo, unsigned long packets, unsigned worker)
 {
 	static struct consumer c;
+	packets = whole_bursts(packets);
 	c.packets = packets;
 	struct rte_mbuf *m[BURST];
 	double start = now_ns();
@@ -230,6 +241,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: bench_dpdk EAL-ARGS(-l 0-1 ...) -- PACKETS\n");
 		return 2;
 	}
+	const char *only_variant = used + 2 < argc ? argv[used + 2] : NULL;
+	const char *only_case = used + 3 < argc ? argv[used + 3] : NULL;
 	packets = (packets + 4 * BURST - 1) / (4 * BURST) * (4 * BURST); /* jumbo runs a quarter */
 	int socket = (int)rte_socket_id();
 	headers = pf_dpdk_pool_create("bench_headers", POOL_SIZE, 256, socket);
@@ -248,7 +261,19 @@ int main(int argc, char **argv)
 			const char *name = jumbo ? (pipeline ? "jumbo-pipeline" : "jumbo-burst")
 						 : (pipeline ? "imix-pipeline" : "imix-burst");
 			unsigned long n = jumbo ? packets / 4 : packets;
+			if (only_case != NULL && strcmp(only_case, name) != 0)
+				continue;
+			for (int v = 0; v < VARIANTS; v++) { /* warm-up: fault in what each one uses */
+				if (only_variant != NULL && strcmp(only_variant, variant_names[v]) != 0)
+					continue;
+				if (pipeline)
+					pipeline_ns((enum variant)v, jumbo, n / 2, worker);
+				else
+					burst_ns((enum variant)v, jumbo, n / 2);
+			}
 			for (int v = 0; v < VARIANTS; v++) {
+				if (only_variant != NULL && strcmp(only_variant, variant_names[v]) != 0)
+					continue;
 				double ns = pipeline ? pipeline_ns((enum variant)v, jumbo, n, worker)
 						     : burst_ns((enum variant)v, jumbo, n);
 				pf_dpdk_lcore_flush(NULL, 0);
