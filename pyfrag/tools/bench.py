@@ -420,7 +420,7 @@ def table(report: dict) -> str:
     loads = ("; load average %s -> %s" % (load.get("start"), load.get("end"))
              if load.get("start") is not None else "")
     lines = ["median ns per op (ratio to pyfrag; < 1 is faster than pyfrag), %d run(s)%s"
-             % (report["runs"], loads), fmt(head)] + [fmt(r) for r in rows]
+             % (report["runs"], loads)] + ([fmt(head)] + [fmt(r) for r in rows] if rows else [])
     if "dpdk" in report["results"]:
         lines += bench_dpdk.table_lines(report)
     if report["targets"]:
