@@ -16,7 +16,8 @@ Contract:
   an example symbol each.
 - native/README.md's layer table lists the layers in this order, each with
   exactly the files its folder holds.
-- The stress library (native/stress) uses the public headers only.
+- The components beside the library (native/stress, native/dpdk) use the public
+  headers only.
 - Prints the layers, their files and the edges; exit 0 if every rule held,
   1 with each violation named otherwise. --report writes the same text.
 """
@@ -148,15 +149,19 @@ def check_readme(files: dict[str, list[str]], problems: list[str]) -> None:
                             % (name, said, files[name]))
 
 
+BESIDE = ("stress", "dpdk")  # the components beside the library: public API only
+
+
 def check_stress(problems: list[str]) -> None:
-    where = os.path.join(NATIVE, "stress")
-    local = set(os.listdir(where))
-    for name in sorted(local):
-        with open(os.path.join(where, name)) as f:
-            for inc in INCLUDE.findall(f.read()):
-                if inc not in PUBLIC and inc not in local:
-                    problems.append('stress/%s includes "%s": the stress library uses the '
-                                    "public API only" % (name, inc))
+    for folder in BESIDE:
+        where = os.path.join(NATIVE, folder)
+        local = {n for n in os.listdir(where) if os.path.isfile(os.path.join(where, n))}
+        for name in sorted(local):
+            with open(os.path.join(where, name)) as f:
+                for inc in INCLUDE.findall(f.read()):
+                    if inc not in PUBLIC and inc not in local:
+                        problems.append('%s/%s includes "%s": the %s library uses the '
+                                        "public API only" % (folder, name, inc, folder))
 
 
 def report(files, edges, objects) -> str:

@@ -286,3 +286,48 @@ def test_shared_primary_usage_errors(examples_dir, args):
     run = run_program(examples_dir, "shared_primary", *args)
     assert run.returncode == 2, run.stdout + run.stderr
     assert run.stderr.startswith("shared_primary: error:") and "usage:" in run.stderr
+
+
+# ---- DPDK pipeline (examples/dpdk/dpdk_pipeline.c; needs DPDK) ------------------------------
+
+from dpdk_support import DPDK_MISSING, eal_args, write_empty_pcap  # noqa: E402
+
+needs_dpdk = pytest.mark.skipif(DPDK_MISSING is not None, reason=str(DPDK_MISSING))
+
+
+def run_dpdk_pipeline(examples_dir, vdev, *args):
+    return run_program(examples_dir, "dpdk_pipeline", *eal_args(vdev, "example"), "--", *args)
+
+
+@needs_dpdk
+@pytest.mark.parametrize("vdev", ["net_null0", "net_ring0", "net_pcap"])
+def test_dpdk_pipeline(examples_dir, vdev, tmp_path):
+    if vdev == "net_pcap":
+        write_empty_pcap(tmp_path / "in.pcap")
+        vdev = "net_pcap0,rx_pcap=%s,tx_pcap=%s" % (tmp_path / "in.pcap", tmp_path / "out.pcap")
+    run = run_dpdk_pipeline(examples_dir, vdev, "--packets", "40000", "--seconds", "20")
+    assert run.returncode == 0, run.stdout + run.stderr
+    c = counters(run.stdout)
+    assert c["packets"] == c["fragments_allocated"] == 40000, run.stdout
+    assert c["transmitted"] == 40000 + 40000 / 8  # every 8th packet also went out as a clone
+    assert c["corrupt"] == c["fragments_out"] == c["mbufs_out"] == c["pages_in_use"] == 0
+    if vdev.startswith("net_ring"):
+        assert c["received"] == c["transmitted"]  # net_ring loops TX back to RX
+    assert run.stdout.rstrip().endswith("all back")
+
+
+@needs_dpdk
+def test_dpdk_pipeline_notices_a_leak(examples_dir):
+    run = run_dpdk_pipeline(examples_dir, "net_null0", "--packets", "5000", "--leak", "3")
+    assert run.returncode == 1, run.stdout + run.stderr
+    c = counters(run.stdout)
+    assert c["fragments_out"] == c["mbufs_out"] == 3, run.stdout
+    assert "NOT all back" in run.stdout
+
+
+@needs_dpdk
+@pytest.mark.parametrize("args", [["--packets"], ["--leak", "1000"], ["--bogus", "1"]])
+def test_dpdk_pipeline_usage_errors(examples_dir, args):
+    run = run_dpdk_pipeline(examples_dir, "net_null0", *args)
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert "dpdk_pipeline" in run.stderr

@@ -54,6 +54,12 @@ workloads:
            per-fragment and burst calls and SharedRing against bytearray, slices
            of a preallocated bytearray, multiprocessing.Queue with bytes and
            shared_memory offsets through a Queue (pyfrag.tools.bench_python)
+  dpdk     (needs DPDK; only when asked for) mbufs with packet buffers four ways,
+           in one EAL process (--no-huge --no-pci, lcores 0-1): mempool (2048
+           room; 9216 for jumbo), pyfrag extbuf (pyfrag_dpdk.h), rte_malloc
+           extbuf, glibc extbuf; imix 64/576/1500 at 7:4:1 and jumbo 9000;
+           burst (one lcore) and pipeline (lcore -> rte_ring -> lcore); ns per
+           packet and bytes per packet in flight, ratios to pyfrag
 allocators: %s (peers: apt-get install %s)
 exit: 0 ran, 1 programs missing or failed, 2 usage, 130 interrupted.""" % (
     bench_programs.ENV_MIMALLOC_BENCH, ",".join(bench.ALLOCATORS + bench_programs.VARIANTS[:3]),
@@ -92,9 +98,9 @@ def add_parser(subparsers) -> None:
         "bench", help="benchmarks side by side with glibc, jemalloc, mimalloc, tcmalloc",
         description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     add = parser.add_argument
-    add("--workload", type=_list(WORKLOADS), default=list(bench.WORKLOADS),
+    add("--workload", type=_list(WORKLOADS), default=list(bench.DEFAULT_WORKLOADS),
         metavar="W[,W...]", help="workloads to run (default: %s): %s"
-        % (",".join(bench.WORKLOADS), ",".join(WORKLOADS)))
+        % (",".join(bench.DEFAULT_WORKLOADS), ",".join(WORKLOADS)))
     add("--allocators", type=_list(ALLOCATORS), default=list(ALLOCATORS),
         metavar="A[,A...]", help="allocators (default: all installed)")
     add("--runs", type=_positive(int), default=5, help="runs of each allocator (default 5)")

@@ -39,6 +39,11 @@ workloads:
   burst   run-to-completion bursts of 32 from each thread's default cache
   churn   each thread replaces random fragments in a table of 1024: random lifetimes
   mixed   ring pairs that also run burst and churn steps on the same caches
+  dpdk    (needs DPDK) each worker runs examples/dpdk/dpdk_pipeline on EAL
+          (--no-huge --no-pci, net_null TX, lcores 0-1): pyfrag-buffer mbufs
+          with clones through an rte_ring to a worker lcore; checked after
+          both lcores flushed: every fragment and mbuf back, no corruption, no
+          page in use, committed bytes within PYFRAG_RETAIN after pf_trim
 sizes: imix (64/576/1500 bytes at 7:4:1), N, MIN-MAX, or a file of sizes
   (whitespace separated, # comments). RSS is psutil's rss + hugetlb pages.
 --shared: PRODUCERS producer processes and CONSUMERS consumer processes attach
@@ -94,7 +99,7 @@ def add_parser(subparsers) -> None:
         description=DESCRIPTION, epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     add = parser.add_argument
-    add("--workload", choices=stress_params.WORKLOADS, default=None,
+    add("--workload", choices=stress_params.WORKLOADS + (stress_params.DPDK,), default=None,
         help="what the threads do (mixed)")
     add("--workers", type=_count(1, 256), default=None, metavar="N",
         help="worker processes (the CPU count: %d)" % stress_params.default_workers())
@@ -171,6 +176,9 @@ def job_from(args, params: stress_params.Params):
             params, args.producers or stress_params.DEFAULT_PRODUCERS,
             args.consumers or stress_params.DEFAULT_CONSUMERS, backing=args.backing or "auto",
             kill_after=args.fault_kill_consumer or 0.0, size=(args.arena_size or 0) * MiB)
+    if args.workload == stress_params.DPDK:
+        from ..tools.stress.dpdk_job import DpdkJob
+        return DpdkJob(params)
     if args.cmd:
         from ..tools.stress.command_job import CommandJob
         return CommandJob(args.cmd, params.deadline)
@@ -255,6 +263,7 @@ def run(args) -> int:
                                 "pip install 'pyfrag[plot]' (or pip install matplotlib)")
     from ..tools.stress import harness
     from ..tools.stress.command_job import CommandError
+    from ..tools.stress.dpdk_job import DpdkMissing
     from .stress_output import ProgressView, format_report, write_json, write_plot
     params = params_from(args)
     view = harness.NullView() if args.quiet else ProgressView(sys.stderr, params)
@@ -262,7 +271,7 @@ def run(args) -> int:
     job = job_from(args, params)
     try:
         report = harness.run(params, job, view=view)
-    except CommandError as exc:
+    except (CommandError, DpdkMissing) as exc:
         return _usage_error(str(exc))
     except KeyboardInterrupt:
         print("pyfrag stress: interrupted after %.1f s; every worker was stopped"

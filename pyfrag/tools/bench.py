@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 
 from .._native.loader import REPO_ROOT
+from . import bench_dpdk
 
 SCHEMA = "pyfrag-bench/1"
 
@@ -30,7 +31,9 @@ WORKLOADS = {
     "burst": ("bench_burst", 300_000, "bursts of 32 (pair: 32 x as many pairs)"),
     "threads": ("bench_threads", 100_000, "bursts of 32 per thread"),
     "churn": ("bench_churn", 4_000_000, "replacements in a window of 32768"),
+    "dpdk": (bench_dpdk.PROGRAM, bench_dpdk.PACKETS, "packets per case (needs DPDK; not by default)"),
 }
+DEFAULT_WORKLOADS = [w for w in WORKLOADS if w != "dpdk"]  # dpdk: its own variants, one process
 ALLOCATORS = ("pyfrag", "pyfrag-4k", "pyfrag-api", "glibc", "jemalloc", "mimalloc", "tcmalloc")
 # pyfrag-4k: pyfrag preloaded with PYFRAG_FRAG_ORDER=0 (4 KiB frag pages: less RSS, more refills)
 PEERS = {  # name -> (library file names, Debian package)
@@ -99,12 +102,14 @@ def find_peer(name: str) -> str | None:
 def setup(names: list[str], workloads: list[str]) -> Setup:
     """The allocators that can run here; raises BenchError if the programs are missing."""
     folder = bench_dir()
-    missing = [p for w in workloads for p in (WORKLOADS[w][0], WORKLOADS[w][0] + "_api")
+    missing = [p for w in workloads if w != "dpdk" for p in (WORKLOADS[w][0], WORKLOADS[w][0] + "_api")
                if not os.access(os.path.join(folder, p), os.X_OK)]
     if missing:
         raise BenchError("benchmark programs not found in %s (%s): %s"
                          % (folder, ", ".join(missing), HOW_TO_BUILD))
     result = Setup(folder, [])
+    if "dpdk" in workloads and bench_dpdk.missing(folder):
+        result.skipped["dpdk"] = bench_dpdk.missing(folder)
     for name in names:
         if name in ("pyfrag", "pyfrag-4k"):
             lib = os.path.normpath(os.path.join(folder, os.pardir, "libpyfrag.so"))
@@ -182,6 +187,13 @@ def run(setup_: Setup, workloads: list[str], runs: int, scale: float = 1.0, prog
     started = time.monotonic()
     for _ in range(runs):
         for workload in workloads:
+            if workload == "dpdk":  # one process runs every variant, interleaved
+                if "dpdk" not in setup_.skipped:
+                    for case, row in bench_dpdk.run_once(setup_.bench_dir, scale).items():
+                        for name, values in row.items():
+                            samples.setdefault("dpdk", {}).setdefault(case, {}).setdefault(
+                                name, []).append(values)
+                continue
             for alloc in setup_.allocators:
                 if progress:
                     progress(done, total, workload, alloc.name)
@@ -279,7 +291,7 @@ def targets(results: dict) -> list[dict]:
     add("pair: pyfrag-api / fastest peer", m("burst", "pair", "pyfrag-api"),
         _fastest(results, "pair", PAIR_PEERS)[1], 0.4,
         "one alloc+free pair through the direct API at most 0.4x the fastest peer's malloc+free")
-    return out
+    return out + bench_dpdk.targets(results)
 
 
 BURST_PEERS = ("jemalloc", "mimalloc", "tcmalloc")
@@ -377,6 +389,8 @@ def table(report: dict) -> str:
     head = ["workload", "case"] + names
     rows = []
     for workload, cases in report["results"].items():
+        if workload == "dpdk":  # variants, not allocators: bench_dpdk.table_lines below
+            continue
         for case, row in cases.items():
             cells = [workload, case]
             for name in names:
@@ -406,7 +420,9 @@ def table(report: dict) -> str:
     loads = ("; load average %s -> %s" % (load.get("start"), load.get("end"))
              if load.get("start") is not None else "")
     lines = ["median ns per op (ratio to pyfrag; < 1 is faster than pyfrag), %d run(s)%s"
-             % (report["runs"], loads), fmt(head)] + [fmt(r) for r in rows]
+             % (report["runs"], loads)] + ([fmt(head)] + [fmt(r) for r in rows] if rows else [])
+    if "dpdk" in report["results"]:
+        lines += bench_dpdk.table_lines(report)
     if report["targets"]:
         lines.append("")
         lines.append("targets:")

@@ -18,6 +18,7 @@ import os
 from dataclasses import dataclass
 
 WORKLOADS = ("ring", "burst", "churn", "mixed")  # enum pf_stress_workload order
+DPDK = "dpdk"  # not a native loop: the DPDK pipeline program (dpdk_job.py)
 START_METHODS = ("spawn", "fork", "forkserver")
 IMIX = (64,) * 7 + (576,) * 4 + (1500,)  # 64/576/1500 bytes at 7:4:1
 FRAG_MAX = 32768
@@ -123,7 +124,7 @@ class Params:
     fault_crash: int = -1         # index of the worker to crash (-1: none)
 
     def __post_init__(self):
-        if self.workload not in WORKLOADS or self.start_method not in START_METHODS:
+        if self.workload not in WORKLOADS + (DPDK,) or self.start_method not in START_METHODS:
             raise ValueError("workload must be one of %s and start_method one of %s"
                              % (WORKLOADS, START_METHODS))
         if self.workers < 1 or self.pairs < 1 or (self.duration <= 0 and self.ops <= 0):
