@@ -255,23 +255,7 @@ class FragCache(NativeOwner):
         addresses = (ctypes.c_void_p * count)()
         sizes = (ctypes.c_uint32 * count)()
         with self._lock:
-            claimed = []
-            try:
-                for i, frag in enumerate(frags):
-                    if type(frag) is not Fragment or frag._cache is not self:
-                        raise ValueError("free_many() takes fragments of this cache; item %d "
-                                         "is %r" % (i, frag))
-                    if not frag._live:
-                        raise frag._gone_error()
-                    if frag._access is not None:
-                        frag._end_access_locked("free")
-                    frag._live = False
-                    claimed.append(frag)
-                    addresses[i], sizes[i] = frag._address, frag._size
-            except BaseException:
-                for frag in claimed:
-                    frag._live = True
-                raise
+            claim_all(self, frags, Fragment, "cache", addresses, sizes)
             here = self._open and _get_ident() == self._owner
             # every fragment is tried; a failure says which errno, and they stay freed
             if _hot.free_bulk(self._handle if here else None, addresses, sizes, count):
@@ -607,6 +591,31 @@ class Fragment:
         return "<Fragment 0x%x size=%d%s>" % (self._address, self._size, state)
 
     __copy__ = __deepcopy__ = __reduce_ex__ = __reduce__ = not_copyable
+
+
+def claim_all(owner, frags, fragment_type, what: str, addresses, sizes=None) -> None:
+    """free_many's checks, under owner's lock: every fragment is marked freed and its
+    address (and size) filled in, or none is (ValueError for one of another owner or
+    type, FragError for one freed already or in use)."""
+    claimed = []
+    try:
+        for i, frag in enumerate(frags):
+            if type(frag) is not fragment_type or frag._cache is not owner:
+                raise ValueError("free_many() takes fragments of this %s; item %d is %r"
+                                 % (what, i, frag))
+            if not frag._live:
+                raise frag._gone_error()
+            if frag._access is not None:
+                frag._end_access_locked("free")
+            frag._live = False
+            claimed.append(frag)
+            addresses[i] = frag._address
+            if sizes is not None:
+                sizes[i] = frag._size
+    except BaseException:
+        for frag in claimed:
+            frag._live = True
+        raise
 
 
 from . import burst as _burst  # noqa: E402  (it builds on Fragment)

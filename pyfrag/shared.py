@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from ._native import loader
 from ._native.errors import FragError, IncompatibleArenaError, LibraryError  # noqa: F401
 from ._native.owner import NativeOwner
-from .cache import Fragment, _byte_view, check_align, check_int, check_size
+from .cache import Fragment, _byte_view, check_align, check_int, check_size, claim_all
 from .stats import HugeShares, _sum_smaps
 
 STATS_VERSION = 1  # PF_SHARED_STATS_VERSION
@@ -374,23 +374,7 @@ class SharedArena(NativeOwner):
         addresses = (ctypes.c_void_p * count)()
         with self._lock:
             self._check_usable()
-            claimed = []
-            try:
-                for i, frag in enumerate(frags):
-                    if type(frag) is not SharedFragment or frag._cache is not self:
-                        raise ValueError("free_many() takes fragments of this arena; item %d "
-                                         "is %r" % (i, frag))
-                    if not frag._live:
-                        raise frag._gone_error()
-                    if frag._access is not None:
-                        frag._end_access_locked("free")
-                    frag._live = False
-                    claimed.append(frag)
-                    addresses[i] = frag._address
-            except BaseException:
-                for frag in claimed:
-                    frag._live = True
-                raise
+            claim_all(self, frags, SharedFragment, "arena", addresses)
             # pf_free finds each fragment's arena; every one is tried, and they stay freed
             loader.lib().pf_cache_free_bulk(None, addresses, None, count)
 

@@ -65,7 +65,8 @@ def format_text(report: dict) -> str:
         lines.append("  %-18s %-10s (default %s: %s)" % (opt["name"], opt["text"], opt["default"],
                                                         opt["doc"]))
     lines += ["", "stats"]
-    lines += ["  %-22s %d" % item for item in report["stats"].items()]
+    width = max(len(name) for name in report["stats"])
+    lines += ["  %-*s %d" % (width, name, value) for name, value in report["stats"].items()]
     lines += ["", "shared arenas (files; pyfrag.SharedArena.unlink(name) removes one left behind)"]
     for arena in report["shared_arenas"]:
         version = arena["layout_version"]
