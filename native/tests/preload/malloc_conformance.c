@@ -352,12 +352,14 @@ static void test_pyfrag_routes(void)
 	size_t n = count();
 	CHECK(n + 1 <= 64);
 	CHECK_EQ(get(s, sizeof(s)), 0);
-	int small = -1, medium = -1, large = -1, foreign = -1;
+	int small = -1, compact = -1, medium = -1, large = -1, foreign = -1;
 	for (size_t i = 0; i < n; i++) {
 		const char *field = name(i);
 		int at = (int)i + 1; /* after the size/version word */
 		if (!strcmp(field, "malloc_small"))
 			small = at;
+		else if (!strcmp(field, "malloc_compact"))
+			compact = at;
 		else if (!strcmp(field, "malloc_medium"))
 			medium = at;
 		else if (!strcmp(field, "malloc_large"))
@@ -365,10 +367,10 @@ static void test_pyfrag_routes(void)
 		else if (!strcmp(field, "foreign_frees"))
 			foreign = at;
 	}
-	CHECK(small > 0 && medium > 0 && large > 0 && foreign > 0);
-	if (small < 0 || medium < 0 || large < 0 || foreign < 0)
+	CHECK(small > 0 && compact > 0 && medium > 0 && large > 0 && foreign > 0);
+	if (small < 0 || compact < 0 || medium < 0 || large < 0 || foreign < 0)
 		return;
-	CHECK(s[small] > 1000);
+	CHECK(s[small] + s[compact] > 1000); /* the small routes: page_frag and compact (PYFRAG_ROUTE) */
 	CHECK(s[medium] > 10);
 	CHECK(s[large] > 3);
 	/* a pointer that is not pyfrag's is ignored and counted */
