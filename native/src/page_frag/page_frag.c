@@ -54,11 +54,20 @@ static void stamp_abandon(struct pf_page *page)
 		set_stamp(page, atomic_load_explicit(&pf__frag_clock, memory_order_relaxed) | PF_FRAG_STAMP_BIT);
 }
 
-/* The bias went back with fragments out: the page is pinned by them from now on. */
-static void pinned(struct pf_page *page)
+/*
+ * The bias went back with fragments out: the page is pinned by them from now
+ * on. bytes were read before the bias went (pin_bytes): by now another
+ * thread may have freed the page and the buddy allocator rewritten its order.
+ */
+static void pinned(int64_t bytes)
 {
-	if (pf__private_page(page))
-		atomic_fetch_add_explicit(&pf__frag_pinned_bytes, page_bytes(page), memory_order_relaxed);
+	atomic_fetch_add_explicit(&pf__frag_pinned_bytes, bytes, memory_order_relaxed);
+}
+
+/* What the page would add to the pinned bytes (a shared arena's pages: nothing); before the bias goes. */
+static int64_t pin_bytes(const struct pf_page *page)
+{
+	return pf__private_page(page) ? page_bytes(page) : 0;
 }
 
 /* A fragment free released the page: a frag page (not a run) was pinned until now. */
@@ -186,9 +195,10 @@ static bool refill(struct pf_cache *cache, uint32_t need)
 /* The current page cannot hold the request: recycle it in place, or let it go. */
 static bool recycle_in_place(struct pf_cache *cache, uint32_t need)
 {
+	int64_t bytes = pin_bytes(cache->page);
 	if (!release_bias(cache)) {
 		frag_count(cache, PF_CTR_ABANDONS); /* outstanding fragments keep it alive */
-		pinned(cache->page);
+		pinned(bytes);
 		pf__frag_forget_page(cache);
 		return false;
 	}
@@ -246,10 +256,11 @@ void pf__frag_drain(struct pf_cache *cache)
 {
 	if (!cache->page)
 		return;
+	int64_t bytes = pin_bytes(cache->page);
 	if (release_bias(cache))
 		release_block(cache->page);
 	else
-		pinned(cache->page);
+		pinned(bytes);
 	pf__frag_forget_page(cache);
 	frag_count(cache, PF_CTR_DRAINS);
 }
