@@ -9,7 +9,12 @@ freed three ways, with the library's counters after each:
 - by another thread, before the next burst: when the page runs out, every
   fragment is back, and the page is recycled in place;
 - by another thread, one burst late (a pipeline): when the page runs out, the
-  previous burst is still out, so the page is abandoned and refilled.
+  previous burst is still out, so the page is abandoned and refilled;
+- by the owner again, with the cache's spares on (FragCache's default): the
+  first burst's 16 fragments are kept and handed out again, so page_frag sees
+  16 allocations and no free for the 16000 of Python.
+
+The first three use FragCache(recycle=False), so that every free reaches page_frag.
 
 Contract: prints one "name: counter value, ..." line per way and exits 0.
 
@@ -52,8 +57,10 @@ def other_thread_one_burst_late(cache) -> None:
     free_elsewhere(previous)
 
 
-def measure(name, workload) -> None:
-    with pyfrag.FragCache() as cache:
+def measure(name, workload, recycle=False) -> None:
+    # recycle=False: every free() reaches page_frag; the default keeps freed fragments as
+    # the cache's spares for the next alloc() of their size, which hides the algorithm
+    with pyfrag.FragCache(recycle=recycle) as cache:
         cache.alloc(1).free()  # the first refill: not part of the picture
         before = pyfrag.stats()
         workload(cache)
@@ -66,6 +73,7 @@ def main() -> int:
     measure("owner, newest first", owner_newest_first)
     measure("other thread", other_thread)
     measure("other thread, one burst late", other_thread_one_burst_late)
+    measure("owner, with the cache's spares (the default)", owner_newest_first, recycle=True)
     return 0
 
 

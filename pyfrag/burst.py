@@ -42,7 +42,7 @@ from contextlib import ExitStack
 
 from ._native import loader
 from ._native.signatures import last_error
-from .cache import FragCache, Fragment, _hot, check_int, check_size
+from .cache import FragCache, Fragment, _hot, check_int, check_size, make_fragments
 
 BURST_MAX = 256  # PF_BURST_MAX
 SOCKADDR_STORAGE = 128  # sizeof(struct sockaddr_storage)
@@ -184,9 +184,9 @@ def recv_burst(cache, sock, n=32, size=2048, addresses=False) -> list:
                           arrays.frags, arrays.lens, names, namelens)
             if got > 0:
                 try:
-                    pairs = zip(arrays.frags[:got], arrays.lens[:got])
-                    make = type(cache)._fragment_type if shared else Fragment
-                    frags = [make(cache, address, length) for address, length in pairs]
+                    kind = type(cache)._fragment_type if shared else Fragment
+                    frags = make_fragments(kind, cache, arrays.frags[:got], arrays.lens[:got],
+                                           size)
                     if not addresses:
                         return frags
                     raw = names.raw

@@ -58,8 +58,14 @@ from ._native.signatures import Address, last_error, raw
 
 _get_ident = threading.get_ident
 _c_void_p = ctypes.c_void_p
+_new = object.__new__
 
 FRAG_MAX = 32768  # PF_FRAG_PAGE_SIZE: the largest fragment and alignment
+# The spares a cache keeps for reuse (see FragCache): at most SPARE_SIZES sizes, of each at
+# most SPARE_COUNT fragments and SPARE_BYTES bytes (one fragment at least).
+SPARE_SIZES = 8
+SPARE_COUNT = 64
+SPARE_BYTES = 128 << 10
 PAGE_IN_USE = 1
 PAGE_RESERVE = 2
 
@@ -184,13 +190,19 @@ class PageInfo:
 class FragCache(NativeOwner):
     """One page_frag cache, owned by the thread that created it."""
 
-    def __init__(self):
+    def __init__(self, *, recycle: bool = True):
+        if type(recycle) is not bool:
+            raise TypeError("recycle must be True or False, not %r" % (recycle,))
         cdll = loader.lib()
         _hot.bind(cdll)
         self._window, self._window_base, self._window_size = (
             _hot.window, _hot.window_base, _hot.window_size)
         self._owner = threading.get_ident()
-        self._own(cdll.pf_cache_create(), cdll.pf_cache_destroy)
+        self._recycle = recycle
+        # size -> addresses of freed fragments of that size, newest last. Still allocated
+        # in page_frag; only code holding the lock touches it. The finalizer frees them.
+        self._spare: dict = {}
+        self._own(cdll.pf_cache_create(), _destroy, self._spare, cdll.pf_cache_destroy)
 
     # -- state --
     @property
@@ -219,15 +231,39 @@ class FragCache(NativeOwner):
         if align is not None:
             return Fragment(self, self._call(loader.lib().pf_cache_alloc_align, size,
                                              check_align(align)), size)
+        if not self._open or _get_ident() != self._owner:
+            self._check_usable()
+        # A spare of this size needs no lock: list.pop() hands each spare to one taker (the
+        # frees and flushes that race it pop one at a time too), and a spare is allocated
+        # in page_frag whatever happens to the cache meanwhile (a close re-entered from a
+        # signal handler here leaves a fragment that outlives its cache, as any may).
+        spare = self._spare.get(size)
+        if spare:
+            try:
+                address = spare.pop()
+            except IndexError:  # another thread's flush took the last one
+                return self._alloc_locked(size)
+            frag = _new(Fragment)  # Fragment.__init__ inline: a third of the object's cost
+            frag._cache, frag._address, frag._size, frag._room = self, address, size, size
+            frag._live, frag._access = True, None
+            return frag
+        return self._alloc_locked(size)
+
+    def _alloc_locked(self, size: int) -> Fragment:
         # One native call, under the lock instead of counted in flight: close() takes the
         # lock (and refuses when this thread holds it), so it can never overlap the call.
-        with self._lock:
+        # (acquire/release, not `with`: half the cost.)
+        lock = self._lock
+        lock.acquire()
+        try:
             if not self._open or _get_ident() != self._owner:
                 self._check_usable()
             address = _pf_cache_alloc(self._handle, size)  # an Address: no conversion
             if not address:
                 raise last_error(_hot.cdll, "pf_cache_alloc")
             return Fragment(self, address.value, size)
+        finally:
+            lock.release()
 
     def alloc_many(self, n, size) -> list:
         """n fragments of `size` bytes with one native call: all of them, or an exception."""
@@ -235,13 +271,23 @@ class FragCache(NativeOwner):
         if n < 0:
             raise ValueError("count must be >= 0, not %d" % n)
         size = check_size(size)
-        out = (ctypes.c_void_p * n)()
         with self._lock:
             self._check_usable()
+            spare = self._spare.get(size)
+            if spare and len(spare) >= n:  # from the spares when they have them all
+                taken = _take(spare, n)
+                try:
+                    if len(taken) == n:
+                        return make_fragments(Fragment, self, taken, size)
+                except BaseException:  # (a KeyboardInterrupt): nothing reached the caller
+                    self._spare_return(size, taken)
+                    raise
+                self._spare_return(size, taken)  # a racing flush took some
+            out = (ctypes.c_void_p * n)()
             if _hot.alloc_bulk(self._handle, size, n, out):
                 raise last_error(_hot.cdll, "pf_cache_alloc_bulk")
             try:
-                return [Fragment(self, address, size) for address in out]
+                return make_fragments(Fragment, self, out, size)
             except BaseException:  # (a KeyboardInterrupt): nothing reached the caller
                 _hot.free_bulk(None, out, None, n)
                 raise
@@ -274,8 +320,46 @@ class FragCache(NativeOwner):
         return _burst.send_burst(sock, frags, address)
 
     def drain(self) -> None:
-        """Give the current frag page back (its fragments keep it alive)."""
+        """Give the spares and the current frag page back (its fragments keep it alive)."""
+        with self._lock:
+            self._check_usable()
+            _free_spares(self._spare, self._handle)
         self._call(loader.lib().pf_cache_drain)
+
+    @property
+    def recycle(self) -> bool:
+        """Whether free() keeps fragments for reuse by alloc() (FragCache(recycle=...))."""
+        return self._recycle
+
+    @property
+    def spares(self) -> int:
+        """How many freed fragments the cache keeps for reuse now."""
+        with self._lock:
+            return sum(len(spare) for spare in self._spare.values())
+
+    def _spare_list(self, size: int):
+        """(lock held, cache open) The spare list for `size`, made now, or None when the
+        cache does not recycle. A new size past SPARE_SIZES evicts the oldest list."""
+        if not self._recycle:
+            return None
+        spares = self._spare
+        if len(spares) >= SPARE_SIZES:
+            oldest = next(iter(spares))
+            _free_spares({oldest: spares.pop(oldest)}, self._handle if self._owner ==
+                         _get_ident() else None)
+        spare = spares[size] = []
+        return spare
+
+    def _spare_return(self, size: int, addresses: list) -> None:
+        """(lock held) Put addresses taken off the spares back, or free what has no room."""
+        spare = self._spare.get(size)
+        if spare is None:
+            spare = self._spare_list(size)
+        for address in addresses:
+            if spare is not None and len(spare) < SPARE_COUNT and len(spare) * size < SPARE_BYTES:
+                spare.append(address)
+            elif _hot.free(_c_void_p(address)):
+                raise last_error(_hot.cdll, "pf_free")
 
     def info(self) -> CacheInfo:
         raw = _CacheInfo()
@@ -289,6 +373,42 @@ class FragCache(NativeOwner):
     def __repr__(self) -> str:
         state = "closed" if self.closed else "handle=0x%x" % handle_address(self._handle)
         return "<FragCache %s owner=%d>" % (state, self._owner)
+
+
+def _take(spare: list, n: int) -> list:
+    """Up to n addresses off the end of `spare`, one pop() each: an address popped here is
+    this caller's alone, whoever else pops the list at the same time (alloc() does,
+    without the lock)."""
+    taken = []
+    try:
+        while len(taken) < n:
+            taken.append(spare.pop())
+    except IndexError:
+        pass
+    return taken
+
+
+def _free_spares(spares: dict, handle) -> None:
+    """Give every spare back to page_frag (through the cache `handle` on its owner thread,
+    else pf_free) and empty `spares`."""
+    for size, spare in list(spares.items()):
+        taken = _take(spare, len(spare))
+        count = len(taken)
+        if count:
+            addresses = (ctypes.c_void_p * count)(*taken)
+            sizes = (ctypes.c_uint32 * count)(*([size] * count))
+            # every one is tried; a failure would mean a corrupted address: say so
+            if _hot.free_bulk(handle, addresses, sizes, count):
+                raise last_error(_hot.cdll, "pf_cache_free_bulk")
+    spares.clear()
+
+
+def _destroy(handle, spares: dict, destroy) -> None:
+    """The cache's release (under its lock, once): its spares, then the cache."""
+    try:
+        _free_spares(spares, None)
+    finally:
+        destroy(handle)
 
 
 def page_info(address) -> PageInfo:
@@ -319,12 +439,13 @@ class _Access:
 class Fragment:
     """`size` bytes at `address`, from `cache`; see the module docstring for the rules."""
 
-    __slots__ = ("_cache", "_address", "_size", "_live", "_access", "__weakref__")
+    __slots__ = ("_cache", "_address", "_size", "_room", "_live", "_access", "__weakref__")
 
-    def __init__(self, cache, address: int, size: int):
+    def __init__(self, cache, address: int, size: int, room: int = 0):
         self._cache = cache
         self._address = address
         self._size = size
+        self._room = room or size  # bytes allocated (a received datagram may be shorter)
         self._live = True     # allocated, and this object still owns it
         self._access = None   # an _Access once Python reached the bytes
 
@@ -427,15 +548,21 @@ class Fragment:
 
     def __getitem__(self, key):
         if type(key) is int:
-            index = key + self._size if key < 0 else key
+            size = self._size
+            index = key + size if key < 0 else key
             owner = self._cache
-            with owner._lock:
-                self._check_live_locked()
-                start = self._window_start()
-                if start >= 0:
-                    if not 0 <= index < self._size:
+            lock = owner._lock
+            lock.acquire()
+            try:
+                if not self._live or not owner._open:  # (a private fragment outlives its cache)
+                    self._check_live_locked()
+                start = self._address - owner._window_base  # _window_start() inline
+                if 0 <= start and start + size <= owner._window_size:
+                    if not 0 <= index < size:
                         raise IndexError("fragment index out of range")
                     return owner._window[start + index]
+            finally:
+                lock.release()
         key = _plain_key(key)
         with self._cache._lock:
             item = self._mv_locked()[key]
@@ -446,16 +573,22 @@ class Fragment:
 
     def __setitem__(self, key, value) -> None:
         if type(key) is int and type(value) is int:
-            index = key + self._size if key < 0 else key
+            size = self._size
+            index = key + size if key < 0 else key
             owner = self._cache
-            with owner._lock:
-                self._check_live_locked()
-                start = self._window_start()
-                if start >= 0:
-                    if not 0 <= index < self._size:
+            lock = owner._lock
+            lock.acquire()
+            try:
+                if not self._live or not owner._open:  # (a private fragment outlives its cache)
+                    self._check_live_locked()
+                start = self._address - owner._window_base  # _window_start() inline
+                if 0 <= start and start + size <= owner._window_size:
+                    if not 0 <= index < size:
                         raise IndexError("fragment index out of range")
                     owner._window[start + index] = value  # ValueError unless 0..255
                     return
+            finally:
+                lock.release()
         key = _plain_key(key)
         made = None  # a memoryview of the caller's buffer, obtained before the lock
         if type(key) is slice:
@@ -540,36 +673,41 @@ class Fragment:
         with self._cache._lock:
             self._give_up_locked(verb, release)
 
-    def _release_memory(self) -> None:
-        # the cache's lock is held: its close cannot run between the check and the call
-        cache = self._cache
-        if cache._open and _get_ident() == cache._owner:
-            if _hot.cache_free(cache._handle, _c_void_p(self._address), self._size):
-                raise last_error(_hot.cdll, "pf_cache_free")
-        elif _hot.free(_c_void_p(self._address)):
-            raise last_error(_hot.cdll, "pf_free")
-
     def free(self) -> None:
-        """Give the fragment back; any thread may call this, once."""
+        """Give the fragment back; any thread may call this, once. While the cache is open
+        it keeps the fragment as a spare for its next alloc() of the same size, if it has
+        room (FragCache's contract)."""
         cache = self._cache
-        with cache._lock:
+        lock = cache._lock
+        lock.acquire()
+        try:
             if not self._live:
                 raise self._gone_error()
             if self._access is not None:
                 self._end_access_locked("free")
             self._live = False
-            # (_release_memory inline: the cache's lock is held, so its close cannot run
-            # between the check and the call)
-            if cache._open and _get_ident() == cache._owner:
-                if not _pf_cache_free(cache._handle, _c_void_p(self._address), self._size):
-                    return
-                name = "pf_cache_free"
-            elif not _pf_free(_c_void_p(self._address)):
-                return
-            else:
-                name = "pf_free"
-            self._live = True
-            raise last_error(_hot.cdll, name)
+            # (the cache's lock is held, so its close cannot run between the check and the
+            # use of its spares or handle)
+            if cache._open:
+                room = self._room
+                spare = cache._spare.get(room)
+                if spare is None:
+                    spare = cache._spare_list(room)
+                if spare is not None:
+                    count = len(spare)
+                    if count < SPARE_COUNT and count * room < SPARE_BYTES:
+                        spare.append(self._address)
+                        return
+                if _get_ident() == cache._owner:
+                    if not _pf_cache_free(cache._handle, _c_void_p(self._address), room):
+                        return
+                    self._live = True
+                    raise last_error(_hot.cdll, "pf_cache_free")
+            if _pf_free(_c_void_p(self._address)):
+                self._live = True
+                raise last_error(_hot.cdll, "pf_free")
+        finally:
+            lock.release()
 
     def page(self) -> PageInfo:
         """page_info() of the frag page holding this fragment."""
@@ -582,7 +720,7 @@ class Fragment:
             raise self._gone_error()
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, exc_type, exc, traceback) -> None:
         if self._live:
             self.free()
 
@@ -591,6 +729,27 @@ class Fragment:
         return "<Fragment 0x%x size=%d%s>" % (self._address, self._size, state)
 
     __copy__ = __deepcopy__ = __reduce_ex__ = __reduce__ = not_copyable
+
+
+def make_fragments(kind, owner, addresses, sizes, room: int = 0) -> list:
+    """kind(owner, address, size, room) for each address, its size from `sizes` (an int:
+    all the same), made without calling __init__ (a third of each one's cost)."""
+    made = []
+    append = made.append
+    if type(sizes) is int:
+        room = room or sizes
+        for address in addresses:
+            frag = _new(kind)
+            frag._cache, frag._address, frag._size, frag._room = owner, address, sizes, room
+            frag._live, frag._access = True, None
+            append(frag)
+    else:
+        for address, size in zip(addresses, sizes):
+            frag = _new(kind)
+            frag._cache, frag._address, frag._size, frag._room = owner, address, size, room or size
+            frag._live, frag._access = True, None
+            append(frag)
+    return made
 
 
 def claim_all(owner, frags, fragment_type, what: str, addresses, sizes=None) -> None:
@@ -611,7 +770,7 @@ def claim_all(owner, frags, fragment_type, what: str, addresses, sizes=None) -> 
             claimed.append(frag)
             addresses[i] = frag._address
             if sizes is not None:
-                sizes[i] = frag._size
+                sizes[i] = frag._room
     except BaseException:
         for frag in claimed:
             frag._live = True

@@ -50,7 +50,8 @@ from dataclasses import dataclass
 from ._native import loader
 from ._native.errors import FragError, IncompatibleArenaError, LibraryError  # noqa: F401
 from ._native.owner import NativeOwner
-from .cache import Fragment, _byte_view, check_align, check_int, check_size, claim_all
+from .cache import (Fragment, _byte_view, check_align, check_int, check_size, claim_all,
+                    make_fragments)
 from .stats import HugeShares, _sum_smaps
 
 STATS_VERSION = 1  # PF_SHARED_STATS_VERSION
@@ -361,7 +362,7 @@ class SharedArena(NativeOwner):
             cdll = loader.lib()
             cdll.pf_shared_alloc_bulk(self._handle, size, n, out)
             try:
-                return [SharedFragment(self, address, size) for address in out]
+                return make_fragments(SharedFragment, self, out, size)
             except BaseException:  # (a KeyboardInterrupt): nothing reached the caller
                 cdll.pf_cache_free_bulk(None, out, None, n)
                 raise

@@ -39,7 +39,7 @@ import time
 from ._native import loader
 from ._native.errors import FragError
 from ._native.signatures import last_error, raw
-from .cache import check_int
+from .cache import check_int, make_fragments
 from .shared import SharedArena, SharedFragment, check_name
 
 CAPACITY_MAX = 2048  # PF_SHARED_RING_MAX_SLOTS
@@ -69,6 +69,13 @@ def _check_capacity(capacity) -> int:
         raise ValueError("capacity must be a power of two in 2..%d, not %d"
                          % (CAPACITY_MAX, capacity))
     return capacity
+
+
+def _unclaim(frags) -> None:
+    """Fragments claimed for a put that did not take them: live again, as before."""
+    for frag in frags:
+        frag._live = True
+        del frag._gone
 
 
 def _deadline(block, timeout):
@@ -171,19 +178,17 @@ class SharedRing:
                     if frag._access is not None:
                         frag._end_access_locked("put in a ring")
                     frag._live = False
+                    frag._gone = "put in a ring"  # (undone below for those that stay)
                     claim(frag)
                     addresses[i] = frag._address
                     lens[i] = frag._size
                 put = _calls.put(arena._handle, self._ring, self._frags, self._lens, len(frags))
                 error = last_error(_calls.cdll, "pf_shared_ring_put") if put < 0 else None
             except BaseException:
-                for frag in claimed:
-                    frag._live = True
+                _unclaim(claimed)
                 raise
-            for frag in claimed[max(put, 0):]:
-                frag._live = True  # did not fit, or the put failed: still the caller's
-            for frag in claimed[:max(put, 0)]:
-                frag._gone = "put in a ring"
+            if put < len(claimed):
+                _unclaim(claimed[max(put, 0):])  # did not fit, or the put failed: the caller's
         if error is not None:
             raise error
         return put
@@ -220,8 +225,8 @@ class SharedRing:
             if got < 0:
                 raise last_error(_calls.cdll, "pf_shared_ring_get")
             try:
-                return [SharedFragment(arena, address, length)
-                        for address, length in zip(self._frags[:got], self._lens[:got])]
+                return make_fragments(SharedFragment, arena, self._frags[:got],
+                                      self._lens[:got])
             except BaseException:  # (a KeyboardInterrupt): nothing reached the caller
                 _calls.free_bulk(None, self._frags, None, got)
                 raise

@@ -77,6 +77,14 @@ def cache(lib):
         yield frag_cache
 
 
+@pytest.fixture
+def plain_cache(lib):
+    """A cache without spares (recycle=False): every free() reaches page_frag, for the
+    tests that watch page_frag's own counters and pages through Python."""
+    with pyfrag.FragCache(recycle=False) as frag_cache:
+        yield frag_cache
+
+
 @pytest.fixture(scope="session")
 def fault_library(lib):
     if hasattr(lib, "pf_debug_fault_set"):  # a dlsym on the loaded library, nothing loaded

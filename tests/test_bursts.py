@@ -312,23 +312,27 @@ def test_an_interrupt_while_wrapping_a_burst_leaks_nothing(cache, pair, monkeypa
     before the list reaches the caller frees what the call received."""
     a, b = pair
     before = outstanding()
-    made = []
+    real = pyfrag.cache.make_fragments
 
-    class Interrupting(pyfrag.Fragment):
-        __slots__ = ()
-
-        def __init__(self, *args):
-            if len(made) == 2:
-                raise KeyboardInterrupt
-            made.append(args)
-            super().__init__(*args)
+    def interrupting(kind, owner, addresses, sizes, room=0):
+        """Makes two fragments, then is interrupted: the two are dropped with the rest."""
+        addresses = list(addresses)[:2]
+        real(kind, owner, addresses, sizes if type(sizes) is int else list(sizes)[:2], room)
+        raise KeyboardInterrupt
     for i in range(4):
         a.send(b"x")
-    monkeypatch.setattr("pyfrag.burst.Fragment", Interrupting)
+    monkeypatch.setattr("pyfrag.burst.make_fragments", interrupting)
     with pytest.raises(KeyboardInterrupt):
         cache.recv_burst(b, n=8)
-    monkeypatch.setattr("pyfrag.cache.Fragment", Interrupting)
-    made.clear()
+    monkeypatch.setattr("pyfrag.cache.make_fragments", interrupting)
     with pytest.raises(KeyboardInterrupt):
         cache.alloc_many(5, 100)
     assert outstanding() == before
+    # from the spares: an interrupt puts the ones taken back
+    frags = [cache.alloc(100) for _ in range(5)]
+    for frag in frags:
+        frag.free()
+    spares = cache.spares
+    with pytest.raises(KeyboardInterrupt):
+        cache.alloc_many(5, 100)
+    assert cache.spares == spares

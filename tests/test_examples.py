@@ -82,6 +82,8 @@ def test_recycling():
     assert lifo["refills"] <= 2 and lifo["bias_frees"] >= 15990, run.stdout  # offset moves back
     assert other["recycles"] >= 998 and other["refills"] <= 1, run.stdout    # reused in place
     assert late["abandons"] >= 998 and late["recycles"] == 0, run.stdout     # left to its fragments
+    spares = rows["owner, with the cache's spares (the default)"]
+    assert spares["allocs"] == 16 and spares["frees"] == 0, run.stdout  # Python kept them
 
 
 def test_recv_into():

@@ -42,8 +42,9 @@ def neighbours(cache):
             frag.free()
 
 
-def test_free_after_drain(lib, cache):
+def test_free_after_drain(lib, plain_cache):
     """A drained cache gives its page up; the fragment keeps it alive until freed."""
+    cache = plain_cache
     frag = cache.alloc(100)
     frag[:] = b"x" * 100
     address = frag.address

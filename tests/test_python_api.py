@@ -56,14 +56,17 @@ def test_cache_context_manager_creates_and_destroys(lib):
     assert pyfrag.stats().caches == before
 
 
-def test_fragment_context_manager_frees(cache):
-    frees = pyfrag.stats().frees
-    with cache.alloc(64) as frag:
-        frag[0] = 1
-    assert frag.freed
-    assert pyfrag.stats().frees == frees + 1
-    frag.__exit__(None, None, None)  # exiting again must not free twice
-    assert pyfrag.stats().frees == frees + 1
+def test_fragment_context_manager_frees(plain_cache, cache):
+    for frag_cache in (plain_cache, cache):
+        frees, spares = pyfrag.stats().frees, frag_cache.spares
+        with frag_cache.alloc(64) as frag:
+            frag[0] = 1
+        assert frag.freed
+        # back in page_frag, or kept as a spare: one of the two, once
+        freed = (pyfrag.stats().frees - frees, frag_cache.spares - spares)
+        assert freed == ((1, 0) if frag_cache is plain_cache else (0, 1))
+        frag.__exit__(None, None, None)  # exiting again must not free twice
+        assert (pyfrag.stats().frees - frees, frag_cache.spares - spares) == freed
 
 
 def test_forgotten_cache_is_destroyed_when_collected(lib):
@@ -318,7 +321,8 @@ def test_cache_used_from_another_thread_raises(cache):
     frag.free()
 
 
-def test_fragment_freed_from_another_thread(cache):
+def test_fragment_freed_from_another_thread(plain_cache):
+    cache = plain_cache
     frag = cache.alloc(100)
     frag[:5] = b"hello"
     before = pyfrag.stats()
@@ -332,7 +336,8 @@ def test_fragment_freed_from_another_thread(cache):
         frag.free()
 
 
-def test_owner_free_takes_the_bias_path_and_reuses_bytes(cache):
+def test_owner_free_takes_the_bias_path_and_reuses_bytes(plain_cache):
+    cache = plain_cache
     frag = cache.alloc(200)
     address = frag.address
     before = pyfrag.stats().bias_frees
@@ -356,7 +361,9 @@ def test_fragment_made_on_another_thread_freed_here(lib):
     assert frag.freed
 
 
-def test_racing_frees_of_one_fragment_free_it_once(cache):
+@pytest.mark.parametrize("recycle", [False, True], ids=["to-page_frag", "to-spares"])
+def test_racing_frees_of_one_fragment_free_it_once(lib, recycle):
+    cache = pyfrag.FragCache(recycle=recycle)
     for _ in range(20):
         frag = cache.alloc(64)
         before = pyfrag.stats().frees
@@ -376,7 +383,12 @@ def test_racing_frees_of_one_fragment_free_it_once(cache):
         assert sum("error" not in o for o in outcomes) == 1
         assert all(isinstance(o.get("error", pyfrag.FragError("")), pyfrag.FragError)
                    for o in outcomes)
-        assert pyfrag.stats().frees == before + 1
+        if recycle:  # kept once for reuse, page_frag not told
+            assert cache.spares == 1 and pyfrag.stats().frees == before
+            assert cache.alloc(64).address == frag.address
+        else:
+            assert pyfrag.stats().frees == before + 1
+    cache.close()
 
 
 def test_foreign_address_is_refused_by_c(lib):

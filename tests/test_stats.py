@@ -146,7 +146,8 @@ def test_stats_fields_match_the_library(lib):
         snapshot.allocs = 0
 
 
-def test_stats_count_what_happens(cache):
+def test_stats_count_what_happens(plain_cache):
+    cache = plain_cache
     before = pyfrag.stats()
     frags = [cache.alloc(100) for _ in range(10)]
     middle = pyfrag.stats()
