@@ -9,15 +9,31 @@ Contract:
   raise TypeError, and bad values (a size < 1 or > 32768, an alignment not a
   power of two in 1..32768) ValueError, before C is called; exhaustion
   raises MemoryError.
-- alloc(), alloc_many(), recv_burst() and free() make one native call each,
-  under the cache's lock (re-entrant): close() takes the same lock, so it
-  never overlaps one, and later calls raise FragError; a close() re-entered
-  from inside a call (a signal handler, a __del__) is refused. The other
-  calls into C count as calls in flight (pyfrag._native.owner). The cache's
-  lock guards each of its fragments' state (freed or not, views, pins).
+- Spares (the kernel's NAPI skb cache, in Python): while the cache is open,
+  free() from any thread keeps the fragment, still allocated in page_frag,
+  as a spare for the next alloc() of the same size (newest first), up to
+  SPARE_COUNT fragments and SPARE_BYTES bytes per size (one at least) and
+  SPARE_SIZES sizes (a new size evicts the oldest). So a loop of alloc()
+  and free() makes no native call. alloc_many() takes spares when there are
+  enough for all n; free_many() and frees past the bounds go to page_frag.
+  drain(), close() and the cache's collection give every spare back.
+  FragCache(recycle=False) keeps none: every free() reaches page_frag (its
+  counters and pages then show each one).
+- alloc() from the spares takes no lock: list.pop() hands each spare to one
+  taker, and flushes that race it pop one at a time too; a spare is
+  allocated in page_frag whatever happens to the cache meanwhile. The
+  native calls of alloc(), alloc_many(), recv_burst() and free() run under
+  the cache's lock (re-entrant): close() takes the same lock, so it never
+  overlaps one, and later calls raise FragError; a close() re-entered from
+  inside a call (a signal handler, a __del__) is refused. The other calls
+  into C count as calls in flight (pyfrag._native.owner). The cache's lock
+  guards each of its fragments' state (freed or not, views, pins) and the
+  spares' bounds.
 - A Fragment may outlive its cache and be freed from any thread; free()
-  takes the cache's fast path only on the owner thread while the cache is
-  open, and pf_free() otherwise. A second free() raises FragError.
+  keeps it as a spare while the cache is open, else takes the cache's fast
+  path on the owner thread and pf_free() on others or once the cache is
+  closed. A second free() raises FragError, also after its bytes went to a
+  new Fragment (that one is not touched).
 - Memory safety rule: Python code can reach a fragment's bytes only while it
   is allocated. bytes(), indexing, slicing and item and slice assignment run
   under the owner's lock, after checking the fragment is live (keys and
