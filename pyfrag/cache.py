@@ -75,6 +75,7 @@ from ._native.signatures import Address, last_error, raw
 _get_ident = threading.get_ident
 _c_void_p = ctypes.c_void_p
 _new = object.__new__
+_NOT_EXITING = object()  # Fragment.free()'s default: called as free(), not as __exit__
 
 FRAG_MAX = 32768  # PF_FRAG_PAGE_SIZE: the largest fragment and alignment
 # The spares a cache keeps for reuse (see FragCache): at most SPARE_SIZES sizes, of each at
@@ -689,16 +690,20 @@ class Fragment:
         with self._cache._lock:
             self._give_up_locked(verb, release)
 
-    def free(self) -> None:
+    def free(self, exc_type=_NOT_EXITING, exc=None, traceback=None) -> None:
         """Give the fragment back; any thread may call this, once. While the cache is open
         it keeps the fragment as a spare for its next alloc() of the same size, if it has
-        room (FragCache's contract)."""
+        room (FragCache's contract). It is __exit__ too (one call less per with block):
+        its parameters are __exit__'s, and leaving a with block after a free() inside it
+        does nothing."""
         cache = self._cache
         lock = cache._lock
         lock.acquire()
         try:
             if not self._live:
-                raise self._gone_error()
+                if exc_type is _NOT_EXITING:
+                    raise self._gone_error()
+                return  # __exit__ of a block that freed the fragment itself
             if self._access is not None:
                 self._end_access_locked("free")
             self._live = False
@@ -736,9 +741,7 @@ class Fragment:
             raise self._gone_error()
         return self
 
-    def __exit__(self, exc_type, exc, traceback) -> None:
-        if self._live:
-            self.free()
+    __exit__ = free
 
     def __repr__(self) -> str:
         state = "" if self._live else " freed"

@@ -546,6 +546,10 @@ class SharedFragment(Fragment):
         """Give the fragment back, from any process that has the arena open; once."""
         self._give_up("free", self._release_memory)
 
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        if self._live:
+            self.free()
+
     def send(self) -> tuple:
         """Give up ownership without freeing: (offset, length) for another process's receive()."""
         self._give_up("send", lambda: setattr(self, "_gone", "sent"))
