@@ -42,6 +42,12 @@ def test_table_and_targets(report):
     for target in data["targets"]:
         assert target["measured"] > 0 and isinstance(target["met"], bool)
         assert ("target %s: measured" % target["target"]) in out
+    # the burst target says what the kernel alone costs, from the same run
+    (burst,) = [t for t in data["targets"] if "floor" in t]
+    medians = {item["case"]: item["median_us_per_packet"] for item in data["results"]}
+    assert burst["floor"] == pytest.approx(medians[bench_python.KERNEL_FLOOR]
+                                           / medians["32 recv_into(bytearray)"])
+    assert "the kernel's floor in this run" in out
 
 
 def test_python_workload_with_a_bad_name_is_a_usage_error():
