@@ -589,6 +589,8 @@ class Fragment:
             return item
 
     def __setitem__(self, key, value) -> None:
+        # (one byte: __getitem__'s steps, inline in both, as a shared helper would be one
+        # more Python call per byte)
         if type(key) is int and type(value) is int:
             size = self._size
             index = key + size if key < 0 else key
