@@ -167,6 +167,8 @@ class _HotCalls:
         # (raw: no argtypes; the callers pass handles, ctypes arrays, bytes or None, and
         # ints below 2**31, which libffi widens to the C parameter's size)
         self.shared_recv_burst = raw(cdll, "pf_shared_recv_burst", ctypes.c_int)
+        self.shared_alloc = raw(cdll, "pf_shared_alloc", Address)
+        self.shared_free = raw(cdll, "pf_shared_free", ctypes.c_int)
         # One 'B' view over the private arena's first region: item access and bytes() of a
         # private fragment index it, instead of making a view per fragment. Never handed
         # out; only code holding the fragment's lock, after checking it is live, uses it.
@@ -304,7 +306,8 @@ class FragCache(NativeOwner):
             if _hot.alloc_bulk(self._handle, size, n, out):
                 raise last_error(_hot.cdll, "pf_cache_alloc_bulk")
             try:
-                return make_fragments(Fragment, self, out, size)
+                # (a slice: iterating the ctypes array itself costs 4x as much)
+                return make_fragments(Fragment, self, out[:n], size)
             except BaseException:  # (a KeyboardInterrupt): nothing reached the caller
                 _hot.free_bulk(None, out, None, n)
                 raise

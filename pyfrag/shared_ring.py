@@ -21,7 +21,8 @@ Contract:
   caller's. get_many(n) returns 1..n fragments (blocking) or 0..n.
   Waiting happens in C outside every lock (other threads go on), in slices
   of at most 50 ms, so a close() of the arena from another thread ends a
-  blocked get() or put() with FragError within one slice.
+  blocked get() or put() with FragError within one slice; each wait polls
+  the ring for up to 20 us before it sleeps (pf_shared_ring_wait).
 - One producer process and one consumer process at a time (threads of one
   process are serialized by the arena's lock): another live process's put
   (get) raises FragError (EBUSY); once that process died its role can be
@@ -39,7 +40,7 @@ import time
 from ._native import loader
 from ._native.errors import FragError
 from ._native.signatures import last_error, raw
-from .cache import check_int, make_fragments
+from .cache import _new, check_int, make_fragments
 from .shared import SharedArena, SharedFragment, check_name
 
 CAPACITY_MAX = 2048  # PF_SHARED_RING_MAX_SLOTS
@@ -193,10 +194,41 @@ class SharedRing:
             raise error
         return put
 
+    def _put_one(self, frag) -> bool:
+        """_put_some for one fragment, without its lists (put()'s path): whether it went."""
+        arena = self._arena
+        lock = arena._lock
+        lock.acquire()
+        try:
+            if not arena._open:
+                raise arena._closed_error()
+            if type(frag) is not SharedFragment or frag._cache is not arena:
+                raise ValueError("a ring of arena %r takes SharedFragments of that arena, "
+                                 "not %r" % (arena.name, frag))
+            if not frag._live:
+                raise frag._gone_error()
+            if frag._access is not None:
+                frag._end_access_locked("put in a ring")
+            addresses, lens = self._frags, self._lens
+            addresses[0], lens[0] = frag._address, frag._size
+            put = None
+            try:
+                frag._live = False  # claimed before the call, as _put_some does
+                frag._gone = "put in a ring"
+                put = _calls.put(arena._handle, self._ring, addresses, lens, 1)
+            finally:
+                if put != 1:  # full, failed, or interrupted before the call: the caller's
+                    _unclaim((frag,))
+            if put < 0:
+                raise last_error(_calls.cdll, "pf_shared_ring_put")
+            return put == 1
+        finally:
+            lock.release()
+
     def put(self, frag, block=True, timeout=None) -> None:
         """Hand one fragment to the consumer (queue.Full if it cannot go in time)."""
         deadline = _deadline(block, timeout)
-        while not self._put_some([frag]):
+        while not self._put_one(frag):
             self._wait(True, deadline)
 
     def put_nowait(self, frag) -> None:
@@ -231,13 +263,39 @@ class SharedRing:
                 _calls.free_bulk(None, self._frags, None, got)
                 raise
 
+    def _get_one(self):
+        """_get_some(1) without its lists (get()'s path): the fragment, or None."""
+        arena = self._arena
+        lock = arena._lock
+        lock.acquire()
+        try:
+            if not arena._open:
+                raise arena._closed_error()
+            addresses, lens = self._frags, self._lens
+            got = _calls.get(arena._handle, self._ring, addresses, lens, 1)
+            if got != 1:
+                if got < 0:
+                    raise last_error(_calls.cdll, "pf_shared_ring_get")
+                return None
+            try:
+                frag = _new(SharedFragment)
+                frag._cache, frag._address = arena, addresses[0]
+                frag._size = frag._room = lens[0]
+                frag._live, frag._access = True, None
+                return frag
+            except BaseException:  # (a KeyboardInterrupt): nothing reached the caller
+                _calls.free_bulk(None, addresses, None, 1)
+                raise
+        finally:
+            lock.release()
+
     def get(self, block=True, timeout=None) -> SharedFragment:
         """The next fragment (queue.Empty if none comes in time); the caller frees it."""
         deadline = _deadline(block, timeout)
         while True:
-            frags = self._get_some(1)
-            if frags:
-                return frags[0]
+            frag = self._get_one()
+            if frag is not None:
+                return frag
             self._wait(False, deadline)
 
     def get_nowait(self) -> SharedFragment:

@@ -100,6 +100,26 @@ def test_create_alloc_free(arena, name):
     assert (stats.allocs, stats.frees, stats.pages_in_use, stats.caches) == (2, 2, 0, 0)
 
 
+def test_with_block_frees_once(arena):
+    with arena.alloc(64) as frag:
+        frag[0] = 7
+    assert frag.freed and arena.stats().frees == 1
+    frag.__exit__(None, None, None)  # leaving again frees nothing
+    with arena.alloc(64) as early:
+        early.free()  # freed inside the block: leaving it is fine
+    assert arena.stats().frees == 2
+    with pytest.raises(pyfrag.FragError, match="was freed"):
+        early.free()
+    with pytest.raises(KeyError):
+        with arena.alloc(64) as failing:
+            raise KeyError("the block's own exception goes on")
+    assert failing.freed and arena.stats().frees == 3
+    for bad in (0, 32769, True, 1.5, "64"):
+        with pytest.raises((TypeError, ValueError)):
+            arena.alloc(bad)
+    assert arena.stats().allocs == 3
+
+
 def test_stats_fields_match_the_library(arena):
     cdll = loader.lib()
     names = [cdll.pf_shared_stats_field_name(i).decode()
@@ -469,10 +489,12 @@ def test_double_close_and_use_after_close(name):
     path = arena.path
     frag = arena.alloc(100)
     view = frag.view()
+    untouched = arena.alloc(100)  # no access yet: close() does not know it
     arena.close()
     arena.close()  # twice is fine
     assert arena.closed and not os.path.exists(path)  # the creator removed the name
-    for use in (lambda: arena.alloc(10), arena.stats, arena.reap, arena.flush,
+    for use in (lambda: arena.alloc(10), lambda: arena.alloc(10, align=64),
+                untouched.free, arena.stats, arena.reap, arena.flush,
                 lambda: arena.receive(0, 10), lambda: arena.free_offset(0),
                 lambda: arena.offset_of(0)):
         with pytest.raises(pyfrag.FragError, match="closed"):
@@ -481,6 +503,9 @@ def test_double_close_and_use_after_close(name):
         view[0]  # released at close: the memory is unmapped
     with pytest.raises(pyfrag.FragError, match="arena was closed"):
         frag.free()
+    with pytest.raises(pyfrag.FragError, match="closed"):
+        with untouched:  # its __exit__ is free()
+            pass
     with pytest.raises(pyfrag.FragError):
         with arena:
             pass

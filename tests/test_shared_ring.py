@@ -142,9 +142,16 @@ def test_misuse(arena, name, lib):
     ring.get().free()
     with pytest.raises(ValueError):
         ring.get_many(0)
+    with pytest.raises(ValueError, match="timeout"):
+        ring.put(arena.alloc(64), timeout=-1)  # checked before the put is tried
+    left = arena.alloc(64)
     arena.close()
     with pytest.raises(pyfrag.FragError, match="closed"):
+        ring.put_nowait(left)
+    with pytest.raises(pyfrag.FragError, match="closed"):
         ring.get_nowait()
+    with pytest.raises(pyfrag.FragError, match="closed"):
+        ring.get()
     with pytest.raises(pyfrag.FragError, match="closed"):
         len(ring)
 

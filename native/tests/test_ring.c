@@ -85,6 +85,8 @@ static void test_full_empty_and_timeouts(void)
 	}
 	CHECK_EQ(pf_shared_ring_get(a, r, got, got_lens, 8), 0); /* empty */
 	CHECK(pf_shared_ring_wait(a, r, 0, 2000000) == -1 && errno == ETIMEDOUT);
+	CHECK(pf_shared_ring_wait(a, r, 0, 5000) == -1 && errno == ETIMEDOUT); /* within the spin */
+	CHECK(pf_shared_ring_wait(a, r, 0, 0) == -1 && errno == ETIMEDOUT);
 	CHECK_EQ(pf_shared_ring_wait(a, r, 1, 0), 0); /* room */
 	CHECK_EQ(pf_shared_ring_put(a, r, frags, lens, 6), 4); /* as many as fit */
 	CHECK_EQ(pf_shared_ring_count(a, r), 4);

@@ -15,7 +15,11 @@
  * publishing, bumps the word and wakes it only when the flag is set (both
  * sides fence between their store and their load: a wakeup is never lost).
  * Sleeps last at most a millisecond, so the peer's liveness is checked as
- * often.
+ * often. Before its first sleep a waiter polls the ring for up to
+ * SPIN_NS: a peer that is running publishes sooner than a futex wakeup
+ * takes (a few microseconds each way), and a put that finds no sleeper
+ * makes no system call. With one CPU online the peer cannot be running, so
+ * nobody polls.
  */
 #include "shared/shared.h"
 
@@ -30,6 +34,8 @@
 #define RING_MAGIC 0x474e495246595001ull
 #define LEN_BITS 16
 #define LIVENESS_EVERY_NS 1000000 /* longest futex sleep */
+#define SPIN_NS 20000              /* polling before the first sleep */
+#define SPIN_CHECK_CLOCK 64        /* polls between two reads of the clock */
 
 struct pf_shared_ring {
 	uint64_t magic;
@@ -277,6 +283,43 @@ static bool peer_dead(struct pf_shared *local, struct pf_shared_ring *r, int for
 	return peer && !pf__shared_proc_alive(local, peer - 1);
 }
 
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#elif defined(__aarch64__)
+	__asm__ __volatile__("yield");
+#endif
+}
+
+/* SPIN_NS, or 0 with one CPU online (read once: a race only reads it twice). */
+static int64_t spin_budget_ns(void)
+{
+	static _Atomic int64_t budget = -1;
+	int64_t ns = atomic_load_explicit(&budget, memory_order_relaxed);
+	if (ns < 0) {
+		ns = sysconf(_SC_NPROCESSORS_ONLN) > 1 ? SPIN_NS : 0;
+		atomic_store_explicit(&budget, ns, memory_order_relaxed);
+	}
+	return ns;
+}
+
+/* Poll until the ring is ready or spin_ns pass: whether it is ready. (A dead peer is
+ * the sleeping loop's to find: its check is a system call.) */
+static bool spin_until_ready(struct pf_shared_ring *r, int for_put, int64_t start,
+			     int64_t spin_ns)
+{
+	for (;;) {
+		for (unsigned i = 0; i < SPIN_CHECK_CLOCK; i++) {
+			if (ready(r, for_put))
+				return true;
+			cpu_relax();
+		}
+		if (now_ns() - start >= spin_ns)
+			return false;
+	}
+}
+
 int pf_shared_ring_wait(pf_shared_t *arena, pf_shared_ring_t *ring, int for_put,
 			int64_t timeout_ns)
 {
@@ -287,6 +330,11 @@ int pf_shared_ring_wait(pf_shared_t *arena, pf_shared_ring_t *ring, int for_put,
 	_Atomic uint32_t *waits = for_put ? &r->producer_waits : &r->consumer_waits;
 	_Atomic uint32_t *seq = for_put ? &r->get_seq : &r->put_seq;
 	int64_t start = now_ns();
+	int64_t spin_ns = spin_budget_ns();
+	if (timeout_ns >= 0 && timeout_ns < spin_ns)
+		spin_ns = timeout_ns;
+	if (spin_ns && spin_until_ready(r, for_put, start, spin_ns))
+		return 0;
 	for (;;) {
 		uint32_t seen = atomic_load_explicit(seq, memory_order_acquire);
 		atomic_store_explicit(waits, 1, memory_order_relaxed);
