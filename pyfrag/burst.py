@@ -42,9 +42,10 @@ from contextlib import ExitStack
 
 from ._native import loader
 from ._native.signatures import last_error
-from .cache import FragCache, Fragment, _hot, check_int, check_size, make_fragments
+from .cache import FragCache, Fragment, _hot, _new, check_int, check_size, make_fragments
 
 BURST_MAX = 256  # PF_BURST_MAX
+_DONTWAIT = int(socket.MSG_DONTWAIT)
 SOCKADDR_STORAGE = 128  # sizeof(struct sockaddr_storage)
 _DATAGRAM_KINDS = (socket.SOCK_DGRAM, socket.SOCK_SEQPACKET)
 
@@ -55,6 +56,12 @@ _RAW_TYPE = _socket.socket.__dict__["type"].__get__  # the int, without socket.p
 
 
 def _fileno(sock) -> int:
+    if type(sock) is socket.socket:  # the usual case, without the checks' calls
+        kind = _RAW_TYPE(sock)
+        if (kind & 0xF) in _DATAGRAM_KINDS:
+            fd = sock.fileno()
+            if fd >= 0:
+                return fd
     kind = _RAW_TYPE(sock) if isinstance(sock, _socket.socket) else getattr(sock, "type", None)
     if isinstance(kind, int) and (kind & 0xF) not in _DATAGRAM_KINDS:
         raise ValueError("bursts are for datagram sockets (SOCK_DGRAM, SOCK_SEQPACKET), not %s"
@@ -73,6 +80,8 @@ def _fileno(sock) -> int:
 
 def _timeout(sock):
     """None: wait forever; 0: never wait; else seconds."""
+    if type(sock) is socket.socket:
+        return sock.gettimeout()
     get = getattr(sock, "gettimeout", None)
     return get() if get is not None else None
 
@@ -165,28 +174,37 @@ class _RecvArrays:
 
 def recv_burst(cache, sock, n=32, size=2048, addresses=False) -> list:
     fd = _fileno(sock)
-    n = _check_count(n)
+    if type(n) is not int or not 0 < n <= BURST_MAX:
+        n = _check_count(n)
     if type(size) is not int or not 0 < size <= 32768:
         size = check_size(size)
-    timeout = _timeout(sock)
-    deadline = None if timeout is None else time.monotonic() + timeout
+    deadline = 0  # (unknown until the socket is found empty)
+    lock = cache._lock
     while True:
-        with cache._lock:
+        lock.acquire()
+        try:
             cache._check_usable()
-            arrays = cache.__dict__.get("_recv_arrays")
+            arrays = cache._recv_arrays
             if arrays is None:
                 arrays = cache._recv_arrays = _RecvArrays()
+            frag_addresses, lens = arrays.frags, arrays.lens
             names = arrays.names if addresses else None
             namelens = arrays.namelens if addresses else None
             shared = not isinstance(cache, FragCache)
             receive = _hot.shared_recv_burst if shared else _hot.recv_burst
-            got = receive(cache._handle, fd, size, n, socket.MSG_DONTWAIT,
-                          arrays.frags, arrays.lens, names, namelens)
+            got = receive(cache._handle, fd, size, n, _DONTWAIT, frag_addresses, lens, names,
+                          namelens)
             if got > 0:
                 try:
                     kind = type(cache)._fragment_type if shared else Fragment
-                    frags = make_fragments(kind, cache, arrays.frags[:got], arrays.lens[:got],
-                                           size)
+                    if got == 1:  # (make_fragments' lists and call cost more than the object)
+                        frag = _new(kind)
+                        frag._cache, frag._address, frag._size = cache, frag_addresses[0], lens[0]
+                        frag._room, frag._live, frag._access = size, True, None
+                        frags = [frag]
+                    else:
+                        frags = make_fragments(kind, cache, frag_addresses[:got], lens[:got],
+                                               size)
                     if not addresses:
                         return frags
                     raw = names.raw
@@ -194,9 +212,14 @@ def recv_burst(cache, sock, n=32, size=2048, addresses=False) -> list:
                                                        i * SOCKADDR_STORAGE + namelens[i]]))
                             for i, frag in enumerate(frags)]
                 except BaseException:  # (a KeyboardInterrupt): nothing reached the caller
-                    _hot.free_bulk(None, arrays.frags, None, got)
+                    _hot.free_bulk(None, frag_addresses, None, got)
                     raise
             error = _socket_error("pf_recv_burst")
+        finally:
+            lock.release()
+        if deadline == 0:
+            timeout = _timeout(sock)
+            deadline = None if timeout is None else time.monotonic() + timeout
         if getattr(error, "errno", None) != _errno.EAGAIN or timeout == 0:
             raise error
         _wait(fd, select.POLLIN, deadline)

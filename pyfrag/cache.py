@@ -318,14 +318,16 @@ class FragCache(NativeOwner):
         or in use (FragError) frees none of them."""
         frags = list(frags)
         count = len(frags)
-        addresses = (ctypes.c_void_p * count)()
-        sizes = (ctypes.c_uint32 * count)()
         with self._lock:
-            claim_all(self, frags, Fragment, "cache", addresses, sizes)
-            here = self._open and _get_ident() == self._owner
-            # every fragment is tried; a failure says which errno, and they stay freed
-            if _hot.free_bulk(self._handle if here else None, addresses, sizes, count):
-                raise last_error(_hot.cdll, "pf_cache_free_bulk")
+            addresses, sizes = arrays = take_scratch(self, count)
+            try:
+                claim_all(self, frags, Fragment, "cache", addresses, sizes)
+                here = self._open and _get_ident() == self._owner
+                # every fragment is tried; a failure says which errno, and they stay freed
+                if _hot.free_bulk(self._handle if here else None, addresses, sizes, count):
+                    raise last_error(_hot.cdll, "pf_cache_free_bulk")
+            finally:
+                give_scratch(self, arrays)
 
     def recv_burst(self, sock, n=32, size=2048, *, addresses=False) -> list:
         """Up to n datagrams from `sock` (a datagram socket, or anything with fileno()) with
@@ -774,6 +776,27 @@ def make_fragments(kind, owner, addresses, sizes, room: int = 0) -> list:
             frag._live, frag._access = True, None
             append(frag)
     return made
+
+
+SCRATCH = 256  # entries of an owner's scratch arrays
+
+
+def take_scratch(owner, count: int) -> tuple:
+    """(addresses, sizes): ctypes arrays of at least count entries for a bulk call under
+    owner's lock (making two costs more than freeing a fragment). The owner's own pair is
+    taken off it while in use, so a call re-entered under the same lock (a finalizer's)
+    makes its own."""
+    arrays = owner._scratch if count <= SCRATCH else None
+    if arrays is None:
+        size = max(count, SCRATCH)
+        return (ctypes.c_void_p * size)(), (ctypes.c_uint32 * size)()
+    owner._scratch = None
+    return arrays
+
+
+def give_scratch(owner, arrays: tuple) -> None:
+    if len(arrays[0]) == SCRATCH:
+        owner._scratch = arrays
 
 
 def claim_all(owner, frags, fragment_type, what: str, addresses, sizes=None) -> None:

@@ -52,7 +52,8 @@ from ._native.errors import FragError, IncompatibleArenaError, LibraryError  # n
 from ._native.owner import NativeOwner
 from ._native.signatures import last_error
 from .cache import (FRAG_MAX, _NOT_EXITING, Fragment, _byte_view, _c_void_p, _hot, _new,
-                    check_align, check_int, check_size, claim_all, make_fragments)
+                    check_align, check_int, check_size, claim_all, give_scratch, make_fragments,
+                    take_scratch)
 from .stats import HugeShares, _sum_smaps
 
 STATS_VERSION = 1  # PF_SHARED_STATS_VERSION
@@ -384,12 +385,16 @@ class SharedArena(NativeOwner):
         another arena (ValueError), one freed already or in use (FragError) frees none."""
         frags = list(frags)
         count = len(frags)
-        addresses = (ctypes.c_void_p * count)()
         with self._lock:
             self._check_usable()
-            claim_all(self, frags, SharedFragment, "arena", addresses)
-            # pf_free finds each fragment's arena; every one is tried, and they stay freed
-            loader.lib().pf_cache_free_bulk(None, addresses, None, count)
+            arrays = take_scratch(self, count)
+            try:
+                claim_all(self, frags, SharedFragment, "arena", arrays[0])
+                # pf_free finds each fragment's arena; every one is tried, and they stay freed
+                if _hot.free_bulk(None, arrays[0], None, count):
+                    raise last_error(_hot.cdll, "pf_cache_free_bulk")
+            finally:
+                give_scratch(self, arrays)
 
     def recv_burst(self, sock, n=32, size=2048, *, addresses=False) -> list:
         """FragCache.recv_burst into fragments of this arena (pyfrag.burst)."""

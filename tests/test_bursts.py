@@ -14,6 +14,7 @@ import pytest
 
 import pyfrag
 from pyfrag import burst
+from pyfrag import cache as cache_module
 
 
 def outstanding() -> int:
@@ -72,6 +73,17 @@ def test_free_many_refuses_before_freeing_any(cache):
     cache.free_many([frags[0], frags[2]])
     with pytest.raises(ValueError, match="released"):
         view[0]
+
+
+def test_free_many_past_its_scratch_and_reentered(cache):
+    before = outstanding()
+    frags = cache.alloc_many(cache_module.SCRATCH + 50, 64)  # more than the scratch holds
+    cache.free_many(frags[:cache_module.SCRATCH + 10])
+    in_use = cache_module.take_scratch(cache, 1)  # what a call re-entered under the lock sees
+    cache.free_many(frags[cache_module.SCRATCH + 10:])  # makes its own arrays
+    cache_module.give_scratch(cache, in_use)
+    assert outstanding() == before and all(f.freed for f in frags)
+    assert cache._scratch is in_use  # kept for the next call
 
 
 def test_alloc_many_bad_arguments(cache):

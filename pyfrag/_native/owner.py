@@ -104,6 +104,10 @@ class NativeOwner:
         self._calls = 0
         self._callers: dict = {}  # thread ident -> its calls in flight
         self._closing = None  # ident of the thread closing the object
+        # scratch ctypes arrays of the bulk calls (pyfrag.cache.take_scratch, pyfrag.burst),
+        # made on first use; set here so that the object keeps its fast attribute layout
+        # (reaching for __dict__ would cost every later attribute access)
+        self._scratch = self._recv_arrays = None
         self._finalizer = weakref.finalize(self, _release, self._lock, release, handle, *args)
         self._finalizer.atexit = False  # _close_all_at_exit closes it, under the lock
         with _registry_lock:
