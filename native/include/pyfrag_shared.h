@@ -162,7 +162,8 @@ PF_API int pf_shared_ring_get(pf_shared_t *arena, pf_shared_ring_t *ring, void *
  * timeout_ns (< 0: no limit). 0 when it could, or -1 with errno: ETIMEDOUT,
  * EPIPE (the process on the other side died, and a get finds the ring empty
  * or a put finds it full). It polls the ring for up to 20 us first (a
- * running peer is quicker than a futex wakeup), then sleeps on a futex.
+ * running peer is quicker than a futex wakeup), yielding the CPU between
+ * polls, then sleeps on a futex.
  */
 PF_API int pf_shared_ring_wait(pf_shared_t *arena, pf_shared_ring_t *ring, int for_put,
 			       int64_t timeout_ns);

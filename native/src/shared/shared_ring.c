@@ -18,13 +18,17 @@
  * often. Before its first sleep a waiter polls the ring for up to
  * SPIN_NS: a peer that is running publishes sooner than a futex wakeup
  * takes (a few microseconds each way), and a put that finds no sleeper
- * makes no system call. With one CPU online the peer cannot be running, so
- * nobody polls.
+ * makes no system call. Every SPIN_CHECK_CLOCK polls it yields the CPU, so
+ * that with more processes than CPUs (a pipeline's) the one it waits for
+ * can run: polling without yielding cost the ring pipeline example a fifth
+ * of its throughput on 2 CPUs, yielding gained it 6% over not polling.
+ * With one CPU online the peer cannot be running, so nobody polls.
  */
 #include "shared/shared.h"
 
 #include <errno.h>
 #include <limits.h>
+#include <sched.h>
 #include <linux/futex.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -317,6 +321,7 @@ static bool spin_until_ready(struct pf_shared_ring *r, int for_put, int64_t star
 		}
 		if (now_ns() - start >= spin_ns)
 			return false;
+		sched_yield(); /* a peer waiting for this CPU gets it */
 	}
 }
 
