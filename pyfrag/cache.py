@@ -168,6 +168,7 @@ class _HotCalls:
         # ints below 2**31, which libffi widens to the C parameter's size)
         self.shared_recv_burst = raw(cdll, "pf_shared_recv_burst", ctypes.c_int)
         self.shared_alloc = raw(cdll, "pf_shared_alloc", Address)
+        self.shared_alloc_bulk = raw(cdll, "pf_shared_alloc_bulk", ctypes.c_int)
         self.shared_free = raw(cdll, "pf_shared_free", ctypes.c_int)
         # One 'B' view over the private arena's first region: item access and bytes() of a
         # private fragment index it, instead of making a view per fragment. Never handed

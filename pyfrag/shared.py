@@ -365,20 +365,28 @@ class SharedArena(NativeOwner):
 
     def alloc_many(self, n, size) -> list:
         """n fragments of `size` bytes with one native call: all of them, or an exception."""
-        n = check_int(n, "count")
-        if n < 0:
-            raise ValueError("count must be >= 0, not %d" % n)
-        size = check_size(size)
-        out = (ctypes.c_void_p * n)()
+        if type(n) is not int or n < 0:
+            n = check_int(n, "count")
+            if n < 0:
+                raise ValueError("count must be >= 0, not %d" % n)
+        if type(size) is not int or not 0 < size <= FRAG_MAX:
+            size = check_size(size)
         with self._lock:
-            self._check_usable()
-            cdll = loader.lib()
-            cdll.pf_shared_alloc_bulk(self._handle, size, n, out)
+            if not self._open:
+                raise self._closed_error()
+            arrays = take_scratch(self, n)
             try:
-                return make_fragments(SharedFragment, self, out[:n], size)  # (a slice: 4x faster)
-            except BaseException:  # (a KeyboardInterrupt): nothing reached the caller
-                cdll.pf_cache_free_bulk(None, out, None, n)
-                raise
+                out = arrays[0]
+                if _hot.shared_alloc_bulk(self._handle, size, n, out):
+                    raise last_error(_hot.cdll, "pf_shared_alloc_bulk")
+                try:
+                    # (a slice: iterating the ctypes array itself costs 4x as much)
+                    return make_fragments(SharedFragment, self, out[:n], size)
+                except BaseException:  # (a KeyboardInterrupt): nothing reached the caller
+                    _hot.free_bulk(None, out, None, n)
+                    raise
+            finally:
+                give_scratch(self, arrays)
 
     def free_many(self, frags) -> None:
         """Free fragments of this arena with one native call. Checked first: a fragment of

@@ -166,7 +166,8 @@ class SharedRing:
         """One native put of frags (<= BATCH) under the arena's lock: how many went."""
         arena = self._arena
         with arena._lock:
-            arena._check_usable()
+            if not arena._open:
+                raise arena._closed_error()
             claimed = []
             addresses, lens, claim = self._frags, self._lens, claimed.append
             try:
@@ -240,7 +241,8 @@ class SharedRing:
         deadline = _deadline(block, timeout)
         done = 0
         while done < len(frags):
-            put = self._put_some(frags[done:done + BATCH])
+            put = self._put_some(frags if not done and len(frags) <= BATCH
+                                 else frags[done:done + BATCH])
             done += put
             if not put and done < len(frags):
                 if deadline == 0 and done:

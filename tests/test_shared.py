@@ -100,6 +100,36 @@ def test_create_alloc_free(arena, name):
     assert (stats.allocs, stats.frees, stats.pages_in_use, stats.caches) == (2, 2, 0, 0)
 
 
+def test_alloc_many_and_free_many(arena, name):
+    frags = arena.alloc_many(300, 100)  # past the arena's scratch arrays (256)
+    assert len(frags) == 300 and all(type(f) is pyfrag.SharedFragment for f in frags)
+    offsets = sorted(f.offset for f in frags)
+    assert all(b - a >= 100 for a, b in zip(offsets, offsets[1:]))  # no overlap
+    for i, frag in enumerate(frags):
+        frag[99] = i % 256
+    assert [f[99] for f in frags] == [i % 256 for i in range(300)]
+    assert arena.stats().allocs == 300
+    for bad in ((-1, 10), (2, 0), (2, 40000), (2.0, 10), (True, 10), (2, "10")):
+        with pytest.raises((TypeError, ValueError)):
+            arena.alloc_many(*bad)
+    with pyfrag.SharedArena(name + "x", create=True, size=SIZE, backing="4k") as other:
+        stranger = other.alloc(64)
+        with pytest.raises(ValueError, match="this arena"):
+            arena.free_many(frags[:3] + [stranger])
+        stranger.free()
+    with pyfrag.FragCache() as cache:
+        private = cache.alloc(64)
+        with pytest.raises(ValueError, match="this arena"):
+            arena.free_many([private])
+        private.free()
+    assert not any(f.freed for f in frags) and arena.stats().frees == 0
+    arena.free_many(frags)
+    assert all(f.freed for f in frags) and arena.stats().frees == 300
+    with pytest.raises(pyfrag.FragError, match="freed"):
+        arena.free_many(frags[:1])
+    assert arena.alloc_many(0, 10) == []
+
+
 def test_with_block_frees_once(arena):
     with arena.alloc(64) as frag:
         frag[0] = 7
@@ -494,6 +524,7 @@ def test_double_close_and_use_after_close(name):
     arena.close()  # twice is fine
     assert arena.closed and not os.path.exists(path)  # the creator removed the name
     for use in (lambda: arena.alloc(10), lambda: arena.alloc(10, align=64),
+                lambda: arena.alloc_many(2, 10), lambda: arena.free_many([untouched]),
                 untouched.free, arena.stats, arena.reap, arena.flush,
                 lambda: arena.receive(0, 10), lambda: arena.free_offset(0),
                 lambda: arena.offset_of(0)):
