@@ -303,15 +303,13 @@ class FragCache(NativeOwner):
                     self._spare_return(size, taken)
                     raise
                 self._spare_return(size, taken)  # a racing flush took some
-            out = (ctypes.c_void_p * n)()
-            if _hot.alloc_bulk(self._handle, size, n, out):
-                raise last_error(_hot.cdll, "pf_cache_alloc_bulk")
+            arrays = take_scratch(self, n)
             try:
-                # (a slice: iterating the ctypes array itself costs 4x as much)
-                return make_fragments(Fragment, self, out[:n], size)
-            except BaseException:  # (a KeyboardInterrupt): nothing reached the caller
-                _hot.free_bulk(None, out, None, n)
-                raise
+                if _hot.alloc_bulk(self._handle, size, n, arrays[0]):
+                    raise last_error(_hot.cdll, "pf_cache_alloc_bulk")
+                return fragments_of(Fragment, self, arrays[0], n, size)
+            finally:
+                give_scratch(self, arrays)
 
     def free_many(self, frags) -> None:
         """Free fragments of this cache with one native call (from any thread, once each).
@@ -777,6 +775,18 @@ def make_fragments(kind, owner, addresses, sizes, room: int = 0) -> list:
             frag._live, frag._access = True, None
             append(frag)
     return made
+
+
+def fragments_of(kind, owner, out, n: int, sizes) -> list:
+    """make_fragments over the first n addresses of the ctypes array `out` (sizes: an int,
+    or a ctypes array of as many), all of them or none: if making them is interrupted (a
+    KeyboardInterrupt), the n are freed in C first, so none is left allocated unseen."""
+    try:
+        # (slices: iterating the ctypes arrays themselves costs 4x as much)
+        return make_fragments(kind, owner, out[:n], sizes if type(sizes) is int else sizes[:n])
+    except BaseException:
+        _hot.free_bulk(None, out, None, n)
+        raise
 
 
 SCRATCH = 256  # entries of an owner's scratch arrays

@@ -17,11 +17,12 @@ Contract:
   ValueError (EINVAL) and FragError for the rest. Any use after close()
   raises FragError (closing twice is fine).
 - Any thread may use an arena: the library gives each thread of each process
-  its own cache per arena. Every call into C on the arena counts as in
-  flight (pyfrag._native.owner), and so does every pinned access to one of
-  its fragments' bytes: close() first marks the arena closed, so that later
-  calls and accesses raise FragError, then waits for those in flight before
-  it unmaps; so does interpreter exit, for the arenas still open. A failed __init__ leaves nothing
+  its own cache per arena. Every call into C on the arena holds its lock
+  (the per-fragment and bulk calls: alloc, free, alloc_many, free_many, the
+  rings' put and get) or counts as in flight (pyfrag._native.owner), and so
+  does every pinned access to one of its fragments' bytes: close() first
+  marks the arena closed under the lock, so that later calls and accesses
+  raise FragError, then waits for those in flight before it unmaps; so does interpreter exit, for the arenas still open. A failed __init__ leaves nothing
   behind: it detaches, and removes the file if this call created it.
 - `SharedFragment` is a `pyfrag.Fragment` (the same buffer rules: pins,
   views released by free(), no copy, no pickle) whose
@@ -52,7 +53,7 @@ from ._native.errors import FragError, IncompatibleArenaError, LibraryError  # n
 from ._native.owner import NativeOwner
 from ._native.signatures import last_error
 from .cache import (FRAG_MAX, _NOT_EXITING, Fragment, _byte_view, _c_void_p, _hot, _new,
-                    check_align, check_int, check_size, claim_all, give_scratch, make_fragments,
+                    check_align, check_int, check_size, claim_all, fragments_of, give_scratch,
                     take_scratch)
 from .stats import HugeShares, _sum_smaps
 
@@ -376,15 +377,9 @@ class SharedArena(NativeOwner):
                 raise self._closed_error()
             arrays = take_scratch(self, n)
             try:
-                out = arrays[0]
-                if _hot.shared_alloc_bulk(self._handle, size, n, out):
+                if _hot.shared_alloc_bulk(self._handle, size, n, arrays[0]):
                     raise last_error(_hot.cdll, "pf_shared_alloc_bulk")
-                try:
-                    # (a slice: iterating the ctypes array itself costs 4x as much)
-                    return make_fragments(SharedFragment, self, out[:n], size)
-                except BaseException:  # (a KeyboardInterrupt): nothing reached the caller
-                    _hot.free_bulk(None, out, None, n)
-                    raise
+                return fragments_of(SharedFragment, self, arrays[0], n, size)
             finally:
                 give_scratch(self, arrays)
 

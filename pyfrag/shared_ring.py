@@ -40,7 +40,7 @@ import time
 from ._native import loader
 from ._native.errors import FragError
 from ._native.signatures import last_error, raw
-from .cache import _new, check_int, make_fragments
+from .cache import _new, check_int, fragments_of
 from .shared import SharedArena, SharedFragment, check_name
 
 CAPACITY_MAX = 2048  # PF_SHARED_RING_MAX_SLOTS
@@ -258,15 +258,12 @@ class SharedRing:
             got = _calls.get(arena._handle, self._ring, self._frags, self._lens, n)
             if got < 0:
                 raise last_error(_calls.cdll, "pf_shared_ring_get")
-            try:
-                return make_fragments(SharedFragment, arena, self._frags[:got],
-                                      self._lens[:got])
-            except BaseException:  # (a KeyboardInterrupt): nothing reached the caller
-                _calls.free_bulk(None, self._frags, None, got)
-                raise
+            return fragments_of(SharedFragment, arena, self._frags, got, self._lens)
 
     def _get_one(self):
         """_get_some(1) without its lists (get()'s path): the fragment, or None."""
+        # (the lock-and-check prologue is _put_one's, inline in both: a shared helper
+        # would be one more Python call per packet)
         arena = self._arena
         lock = arena._lock
         lock.acquire()

@@ -6,6 +6,7 @@ timeout, fragments of another cache or arena, freed fragments; nothing leaks."""
 from __future__ import annotations
 
 import errno
+import os
 import socket
 import threading
 import time
@@ -348,3 +349,26 @@ def test_an_interrupt_while_wrapping_a_burst_leaks_nothing(cache, pair, monkeypa
     with pytest.raises(KeyboardInterrupt):
         cache.alloc_many(5, 100)
     assert cache.spares == spares
+
+
+def test_an_interrupt_while_wrapping_a_shared_burst_leaks_nothing(monkeypatch):
+    """The same for an arena's alloc_many and a ring's get_many: what C handed over is freed."""
+    real = pyfrag.cache.make_fragments
+
+    def interrupting(kind, owner, addresses, sizes, room=0):
+        real(kind, owner, list(addresses)[:1], sizes if type(sizes) is int else list(sizes)[:1])
+        raise KeyboardInterrupt
+    with pyfrag.SharedArena("interrupt-%d" % os.getpid(), create=True, size=4 << 20,
+                            backing="4k") as arena:
+        ring = pyfrag.SharedRing(arena, "r", create=True, capacity=8)
+        ring.put_many(arena.alloc_many(3, 100))
+        start = arena.stats()
+        monkeypatch.setattr("pyfrag.cache.make_fragments", interrupting)
+        with pytest.raises(KeyboardInterrupt):
+            arena.alloc_many(4, 100)
+        with pytest.raises(KeyboardInterrupt):
+            ring.get_many(8)
+        monkeypatch.undo()
+        end = arena.stats()
+        assert (end.allocs - start.allocs, end.frees - start.frees) == (4, 7)
+        assert len(ring) == 0
