@@ -40,7 +40,7 @@ import time
 from ._native import loader
 from ._native.errors import FragError
 from ._native.signatures import last_error, raw
-from .cache import _new, check_int, fragments_of
+from .cache import _hot, _new, check_int, fragments_of
 from .shared import SharedArena, SharedFragment, check_name
 
 CAPACITY_MAX = 2048  # PF_SHARED_RING_MAX_SLOTS
@@ -57,7 +57,6 @@ class _Calls:
             self.put = raw(cdll, "pf_shared_ring_put", ctypes.c_int)
             self.get = raw(cdll, "pf_shared_ring_get", ctypes.c_int)
             self.wait = raw(cdll, "pf_shared_ring_wait", ctypes.c_int)
-            self.free_bulk = raw(cdll, "pf_cache_free_bulk", ctypes.c_int)
             self.cdll = cdll
 
 
@@ -283,7 +282,7 @@ class SharedRing:
                 frag._live, frag._access = True, None
                 return frag
             except BaseException:  # (a KeyboardInterrupt): nothing reached the caller
-                _calls.free_bulk(None, addresses, None, 1)
+                _hot.free_bulk(None, addresses, None, 1)
                 raise
         finally:
             lock.release()
